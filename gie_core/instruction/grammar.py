@@ -1,0 +1,191 @@
+"""The canonical instruction grammar: one sentence shape per edit family.
+
+An instruction in canonical form is one or more canonical clauses joined by ``"; "``, in the fixed
+order of :data:`FAMILIES`. Each clause is an :class:`Edit` rendered by :meth:`Edit.render`:
+
+==========  ==========================================================
+family      canonical clause
+==========  ==========================================================
+replace     ``replace the cat with a dog``
+remove      ``remove the car``
+add         ``add a moon to the sky`` / ``add a dog``
+colour      ``change the colour of the car to red``
+material    ``make the table out of wood``
+clothing    ``make the man wear a suit``
+hair        ``change the hair of the woman to blonde``
+expression  ``change the expression of the man to sad``
+age         ``make the woman older``
+background  ``change the background to a beach``
+style       ``make it a watercolor painting`` / ``make it anime style``
+season      ``change the season to winter``
+weather     ``change the weather to snowy``
+time        ``change the time of day to night``
+==========  ==========================================================
+
+Everything is lower case; entities carry no leading article (the renderer adds ``the`` to things
+that exist in the image and ``a``/``an`` to things that are added, unless plural or uncountable).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# The fixed clause order: object-level edits first, whole-image edits last.
+FAMILIES: tuple[str, ...] = (
+    "replace", "remove", "add", "colour", "material", "clothing", "hair", "expression", "age",
+    "background", "style", "season", "weather", "time",
+)
+_RANK = {f: i for i, f in enumerate(FAMILIES)}
+CLAUSE_SEPARATOR = "; "
+
+# Nouns that take no indefinite article.
+UNCOUNTABLE = frozenset(
+    "snow rain fog mist water grass hair smoke fire sand light sunlight text foliage furniture "
+    "makeup lipstick jewelry jewellery lightning steam ice wood gold glass metal art scenery "
+    "graffiti confetti dust rust moss lava".split()
+)
+_NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve several many few a couple "
+    "multiple some lots".split()
+)
+# Words that are not articles but make an article wrong ("the man's hat", "his hat", "two dogs").
+_DETERMINER_LIKE = frozenset("his her their its my your our".split()) | _NUMBER_WORDS
+_AN_EXCEPTIONS = ("uni", "use", "usu", "eu", "one", "ur")
+_AN_SILENT_H = ("hour", "honest", "honou", "heir")
+
+
+def is_plural(noun_phrase: str) -> bool:
+    """Heuristic: the head (last word) ends in s but not in ss/us/is (glasses, dogs, people)."""
+    head = noun_phrase.split()[-1] if noun_phrase.split() else ""
+    if head in {"people", "children", "men", "women", "mice", "geese", "teeth", "feet", "sheep",
+                "fish", "deer", "police", "clothes", "jeans", "trousers", "pants", "shorts"}:
+        return True
+    return len(head) > 2 and head.endswith("s") and not head.endswith(("ss", "us", "is", "'s"))
+
+
+def definite(entity: str) -> str:
+    """``car`` -> ``the car``; leaves pronouns, possessive determiners and numbers alone."""
+    first = entity.split(" ", 1)[0]
+    if first in {"it", "him", "her", "them", "me", "us", "he", "she", "they", "everything"}:
+        return entity
+    if first in _DETERMINER_LIKE or first.isdigit():
+        return entity if first not in _NUMBER_WORDS else "the " + entity
+    return "the " + entity
+
+
+def indefinite(entity: str) -> str:
+    """``dog`` -> ``a dog``, ``owl`` -> ``an owl``; plural, uncountable, counted or possessed
+    phrases stay bare."""
+    words = entity.split()
+    if not words:
+        return entity
+    first = words[0]
+    if first in _DETERMINER_LIKE or first.isdigit() or "'s" in entity:
+        return entity
+    if is_plural(entity) or words[-1] in UNCOUNTABLE:
+        return entity
+    if first[0] in "aeiou" and not first.startswith(_AN_EXCEPTIONS):
+        return "an " + entity
+    if first.startswith(_AN_SILENT_H):
+        return "an " + entity
+    return "a " + entity
+
+
+# Style values whose head noun is countable: "make it a watercolor painting".
+STYLE_NOUNS = frozenset(
+    "painting sketch drawing illustration cartoon photograph photo poster mosaic render comic "
+    "engraving etching woodcut collage caricature doodle portrait".split()
+)
+# Style values rendered bare: "make it pixel art", "make it black and white".
+STYLE_BARE = frozenset({"pixel art", "pop art", "line art", "clip art", "concept art", "black and white",
+                        "sepia", "grayscale", "greyscale", "monochrome", "low poly", "vintage", "retro"})
+
+
+def render_style(value: str) -> str:
+    words = value.split()
+    if value in STYLE_BARE or (words and words[-1] == "art"):
+        return "make it " + value
+    if words and words[-1] in STYLE_NOUNS:
+        return "make it " + indefinite(value)
+    return f"make it {value} style"
+
+
+@dataclass(frozen=True, order=True)
+class Edit:
+    """One parsed edit. ``family`` is one of :data:`FAMILIES`; ``target`` is the thing edited (no
+    article: ``"car"``, ``"man's hat"``), ``value`` what it becomes or what is added, ``place``
+    where an added object goes. Unused fields are ``None``."""
+
+    family: str
+    target: str | None = None
+    value: str | None = None
+    place: str | None = None
+
+    def __post_init__(self):
+        if self.family not in _RANK:
+            raise ValueError(f"Edit.family must be one of {FAMILIES}, got {self.family!r}")
+
+    def render(self) -> str:
+        """The canonical clause for this edit."""
+        f, t, v = self.family, self.target, self.value
+        if f == "replace":
+            return f"replace {definite(t)} with {indefinite(v)}"
+        if f == "remove":
+            return f"remove {definite(t)}"
+        if f == "add":
+            return f"add {indefinite(v)}" + (f" to {definite(self.place)}" if self.place else "")
+        if f == "colour":
+            return f"change the colour of {definite(t)} to {v}"
+        if f == "material":
+            return f"make {definite(t)} out of {v}"
+        if f == "clothing":
+            return f"make {definite(t)} wear {indefinite(v)}"
+        if f == "hair":
+            return f"change the hair of {definite(t)} to {v}" if t else f"change the hair to {v}"
+        if f == "expression":
+            return f"change the expression of {definite(t)} to {v}"
+        if f == "age":
+            return f"make {definite(t)} {v}"
+        if f == "background":
+            return f"change the background to {v if _is_adjectival(v) else indefinite(v)}"
+        if f == "style":
+            return render_style(v)
+        if f == "season":
+            return f"change the season to {v}"
+        if f == "weather":
+            return f"change the weather to {v}"
+        return f"change the time of day to {v}"  # time
+
+    def sort_key(self) -> tuple:
+        return (_RANK[self.family], self.render())
+
+
+COLOURS = frozenset(
+    "red blue green yellow orange purple pink black white grey brown violet cyan magenta teal "
+    "turquoise beige navy maroon lavender crimson scarlet indigo lilac cream ivory olive khaki "
+    "amber emerald burgundy mint coral peach tan".split()
+)
+_BACKGROUND_ADJECTIVES = frozenset("blurry blurred dark bright transparent empty plain solid "
+                                   "gradient colorful colourful".split())
+
+
+def _is_adjectival(value: str) -> bool:
+    last = value.split()[-1]
+    return last in COLOURS or last in _BACKGROUND_ADJECTIVES
+
+
+def render(edits: list[Edit]) -> str:
+    """Canonical text for a list of edits: deduplicated, in the fixed family order."""
+    if not edits:
+        raise ValueError("render: expected at least one Edit, got none")
+    unique = sorted(set(edits), key=Edit.sort_key)
+    out, seen = [], set()
+    for e in unique:
+        r = e.render()
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return CLAUSE_SEPARATOR.join(out)
+
+
+_WS = re.compile(r"\s+")
