@@ -2,29 +2,181 @@
 
 Public interface (stable, see DESIGN.md):
     selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, backend="auto")
+                   return_last_state=False, backend="auto", *, check_finite=True)
     cross_scan(x) / cross_merge(y, h, w)
+    available_backends(device)
+
+Backends of ``selective_scan`` (all differentiable, all with mamba-ssm's ``selective_scan_fn``
+semantics):
+    "reference"  plain loop (ops/reference.py), any float dtype incl. float64; the ground truth.
+    "cpu"        fast pure PyTorch chunked scan (ops/cpu.py); runs on any device.
+    "triton"     Triton kernels, forward and backward (ops/triton_scan.py); needs triton.
+    "mamba_ssm"  mamba-ssm's CUDA kernel when it is installed (never required).
+    "auto"       CUDA: mamba_ssm if importable, else triton if importable, else cpu;
+                 other devices: cpu. The environment variable GIE_SCAN_BACKEND, when set, replaces
+                 "auto" (an explicit ``backend=`` argument always wins).
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
+
+import torch
+
+from .checks import check_selective_scan_inputs
 from .reference import cross_merge_reference, cross_scan_reference, selective_scan_reference
 
-BACKENDS = ("reference",)
+BACKENDS = ("reference", "cpu", "triton", "mamba_ssm")
+ENV_BACKEND = "GIE_SCAN_BACKEND"
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _mamba_ssm_fn():
+    """mamba-ssm's ``selective_scan_fn`` or None; imported lazily, once (it needs CUDA to import)."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # ImportError, or a CUDA-extension load error on machines without CUDA
+        return None
+    return selective_scan_fn
+
+
+def _triton_usable(device: torch.device) -> bool:
+    if not _triton_importable():
+        return False
+    if device.type == "cuda":
+        return True
+    # On the CPU Triton only runs through its interpreter (tests, debugging).
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available_backends(device="cpu") -> list[str]:
+    """Backends ``selective_scan`` can run on ``device`` here, fastest-preferred last-resort order
+    aside: always "reference" and "cpu"; "triton" on CUDA (or on CPU under TRITON_INTERPRET=1);
+    "mamba_ssm" on CUDA when importable."""
+    device = torch.device(device)
+    names = ["reference", "cpu"]
+    if _triton_usable(device):
+        names.append("triton")
+    if device.type == "cuda" and _mamba_ssm_fn() is not None:
+        names.append("mamba_ssm")
+    return names
+
+
+def resolve_backend(backend: str, device) -> str:
+    """The concrete backend ``selective_scan`` would use for ``backend`` on ``device``."""
+    if backend == "auto":
+        backend = os.environ.get(ENV_BACKEND, "").strip() or "auto"
+        if backend not in ("auto",) + BACKENDS:
+            raise ValueError(f"{ENV_BACKEND} must be one of {('auto',) + BACKENDS}, got {backend!r}")
+    if backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"selective_scan: backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
+    device = torch.device(device)
+    if backend == "auto":
+        if device.type == "cuda":
+            if _mamba_ssm_fn() is not None:
+                return "mamba_ssm"
+            if _triton_importable():
+                return "triton"
+        return "cpu"
+    if backend == "mamba_ssm":
+        if device.type != "cuda":
+            raise ValueError(f"selective_scan: backend 'mamba_ssm' needs CUDA tensors, got device {device}")
+        if _mamba_ssm_fn() is None:
+            raise ValueError("selective_scan: backend 'mamba_ssm' requested but mamba_ssm is not importable "
+                             "(install the 'cuda' extra: pip install 'comfyui-instructgie[cuda]'); "
+                             f"available here: {available_backends(device)}")
+    if backend == "triton" and not _triton_usable(device):
+        why = ("triton is not installed" if not _triton_importable()
+               else "on the CPU it only runs under TRITON_INTERPRET=1")
+        raise ValueError(f"selective_scan: backend 'triton' is unavailable on {device}: {why}; "
+                         f"available here: {available_backends(device)}")
+    return backend
+
+
+def _check_finite(named: dict, what: str, hint: str = "") -> None:
+    """One reduction and one host sync for all tensors; the message names the offenders."""
+    present = {k: t for k, t in named.items() if t is not None}
+    if not present:
+        return
+    flags = torch.stack([torch.isfinite(t).all() for t in present.values()])
+    if bool(flags.all()):
+        return
+    bad = [k for k, ok in zip(present, flags.tolist()) if not ok]
+    raise ValueError(f"selective_scan: non-finite values (NaN or inf) in {what} {', '.join(bad)}{hint}; "
+                     "pass check_finite=False to skip this check")
+
+
+def _run_mamba_ssm(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    fn = _mamba_ssm_fn()
+    # mamba-ssm wants float32 A/D/delta_bias and a common dtype for u/delta/B/C.
+    dtype = u.dtype
+    out = fn(u.contiguous(), delta.to(dtype).contiguous(), A.float().contiguous(),
+             B.to(dtype).contiguous(), C.to(dtype).contiguous(),
+             None if D is None else D.float().contiguous(),
+             None if z is None else z.to(dtype).contiguous(),
+             None if delta_bias is None else delta_bias.float().contiguous(),
+             delta_softplus, return_last_state)
+    if return_last_state:
+        y, last = out
+        return y.to(dtype), last.to(dtype)
+    return out.to(dtype)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, backend="auto"):
-    if backend not in ("auto",) + BACKENDS:
-        raise ValueError(f"selective_scan: backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
-    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+                   return_last_state=False, backend="auto", *, check_finite=True):
+    """Selective scan with mamba-ssm ``selective_scan_fn`` semantics.
+
+    h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t;  y_t = C_t·h_t + D u_t;  y *= silu(z) when z is given;
+    Δ = softplus(delta + delta_bias) when ``delta_softplus`` else delta + delta_bias.
+
+    Shapes: u, delta, z ``(b, d, l)``; A ``(d, n)``; B, C ``(b, n, l)`` or ``(b, g, n, l)`` (g groups
+    of d/g channels); D, delta_bias ``(d,)``. Returns y ``(b, d, l)`` in u's dtype, and the last
+    state ``(b, d, n)`` when ``return_last_state``. Half-precision inputs are computed in float32.
+
+    ``backend``: "auto", "reference", "cpu", "triton" or "mamba_ssm" (see the module docstring;
+    GIE_SCAN_BACKEND replaces "auto"). ``check_finite`` (default True) raises ValueError when an
+    input or the output holds NaN/inf; it costs one cheap reduction and, on CUDA, one host sync.
+    Bad shapes, non-float dtypes or mixed devices raise ValueError naming the argument.
+    """
+    check_selective_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
+    if check_finite:
+        _check_finite(named, "input")
+    name = resolve_backend(backend, u.device)
+    if name == "reference":
+        out = selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                       return_last_state)
+    elif name == "cpu":
+        from .cpu import selective_scan_cpu
+        out = selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    elif name == "triton":
+        from .triton_scan import selective_scan_triton
+        out = selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                    return_last_state)
+    else:
+        out = _run_mamba_ssm(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if check_finite:
+        outs = {"y": out[0], "last_state": out[1]} if return_last_state else {"y": out}
+        _check_finite({k: v.detach() for k, v in outs.items()}, "the output",
+                      " (overflow? A should be <= 0 and delta >= 0)")
+    return out
 
 
 def cross_scan(x):
+    """``(b, c, h, w)`` → ``(b, 4, c, h*w)``: row-major, column-major, and both reversed."""
     return cross_scan_reference(x)
 
 
 def cross_merge(y, h, w):
+    """``(b, 4, c, h*w)`` → ``(b, c, h*w)``: un-permute each direction and sum (adjoint of cross_scan)."""
     return cross_merge_reference(y, h, w)
 
 
-__all__ = ["selective_scan", "cross_scan", "cross_merge", "BACKENDS"]
+__all__ = ["selective_scan", "cross_scan", "cross_merge", "available_backends", "resolve_backend",
+           "BACKENDS", "ENV_BACKEND"]

@@ -1,0 +1,229 @@
+"""Selective scan backends against the float64 loop reference; cross-scan/merge; bad input.
+
+Every case draws fresh random inputs; expected values come from the independent float64 loop in
+gie_core/ops/reference.py (forward) and from autograd through it (gradients).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gie_core import ops
+from gie_core.ops.cpu import selective_scan_cpu
+from gie_core.ops.reference import selective_scan_reference
+
+ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make_inputs(b, d, l, n, *, groups=None, with_D=True, with_z=True, with_bias=True,
+                delta_range=(0.0, 1.0), dtype=torch.float64, seed=0):
+    """Random scan inputs; A ≤ 0 like a trained Mamba; delta uniform in ``delta_range``."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype)
+
+    lo, hi = delta_range
+    bc_shape = (b, n, l) if groups is None else (b, groups, n, l)
+    return {
+        "u": rnd(b, d, l),
+        "delta": lo + (hi - lo) * torch.rand(b, d, l, generator=gen, dtype=dtype),
+        "A": -torch.rand(d, n, generator=gen, dtype=dtype) * 4 - 0.05,
+        "B": rnd(*bc_shape),
+        "C": rnd(*bc_shape),
+        "D": rnd(d) if with_D else None,
+        "z": rnd(b, d, l) if with_z else None,
+        "delta_bias": 0.3 * rnd(d) if with_bias else None,
+    }
+
+
+def run(fn, inputs, softplus, last, **kw):
+    return fn(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], D=inputs["D"],
+              z=inputs["z"], delta_bias=inputs["delta_bias"], delta_softplus=softplus,
+              return_last_state=last, **kw)
+
+
+# (b, d, l, n, groups, D, z, bias, softplus, last, delta range, chunk for the cpu backend)
+CASES = {
+    "length1": (2, 3, 1, 1, None, False, False, False, False, True, (0.0, 1.0), None),
+    "odd_n16_all": (2, 4, 37, 16, None, True, True, True, True, True, (-1.0, 1.0), 8),
+    "groups_many_chunks": (2, 6, 129, 4, 3, True, True, True, True, True, (0.0, 0.5), 16),
+    "large_delta": (1, 4, 50, 16, None, True, False, False, False, True, (5.0, 20.0), 8),
+    "tiny_delta": (1, 4, 50, 2, 2, False, True, False, False, False, (1e-6, 1e-5), 8),
+    "default_chunk_300": (1, 3, 300, 1, None, True, True, True, True, True, (0.0, 0.3), None),
+    "no_extras_n16": (2, 2, 70, 16, None, False, False, False, False, False, (0.0, 2.0), None),
+}
+
+
+def reference64(inputs, softplus, last):
+    inputs64 = {k: None if v is None else v.detach().double().requires_grad_() for k, v in inputs.items()}
+    out = run(selective_scan_reference, inputs64, softplus, last)
+    return inputs64, out
+
+
+def assert_close_scaled(actual, expected, rtol, name):
+    """Relative to the tensor's scale, so tiny entries of a large output don't fail on rounding."""
+    expected = expected.to(actual.dtype) if actual.dtype == torch.float64 else expected.float()
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = (actual.to(expected.dtype) - expected).abs().max()
+    assert err <= rtol * scale, f"{name}: max error {err.item():.3e} > {rtol} × scale {scale.item():.3e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", list(CASES))
+def test_cpu_backend_matches_reference_values_and_gradients(case, dtype):
+    b, d, l, n, g, with_D, with_z, with_bias, softplus, last, drange, chunk = CASES[case]
+    seed = hash((case, str(dtype))) % 10_000
+    inputs = make_inputs(b, d, l, n, groups=g, with_D=with_D, with_z=with_z, with_bias=with_bias,
+                         delta_range=drange, dtype=dtype, seed=seed)
+    inputs = {k: None if v is None else v.requires_grad_() for k, v in inputs.items()}
+    inputs64, ref = reference64(inputs, softplus, last)
+    out = run(selective_scan_cpu, inputs, softplus, last, chunk=chunk)
+    ref_y, ref_s = ref if last else (ref, None)
+    y, s = out if last else (out, None)
+    assert y.dtype == dtype and y.shape == (b, d, l)
+    rtol = 1e-10 if dtype == torch.float64 else 2e-5
+    assert_close_scaled(y, ref_y, rtol, "y")
+    if last:
+        assert s.shape == (b, d, n)
+        assert_close_scaled(s, ref_s, rtol, "last_state")
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    gy = torch.randn(b, d, l, generator=gen, dtype=torch.float64)
+    loss_ref = (ref_y * gy).sum()
+    loss = (y * gy.to(dtype)).sum()
+    if last:
+        gs = torch.randn(b, d, n, generator=gen, dtype=torch.float64)
+        loss_ref = loss_ref + (ref_s * gs).sum()
+        loss = loss + (s * gs.to(dtype)).sum()
+    names = [k for k in ARG_NAMES if inputs[k] is not None]
+    grads_ref = torch.autograd.grad(loss_ref, [inputs64[k] for k in names])
+    grads = torch.autograd.grad(loss, [inputs[k] for k in names])
+    grad_rtol = 1e-9 if dtype == torch.float64 else 2e-4
+    for name, g_ref, g_out in zip(names, grads_ref, grads):
+        assert g_out.shape == inputs[name].shape
+        assert_close_scaled(g_out, g_ref, grad_rtol, f"d{name}")
+
+
+def test_cpu_backend_gradcheck_float64_all_inputs():
+    inputs = make_inputs(1, 4, 7, 3, groups=2, delta_range=(0.0, 0.8), seed=3)
+    names = list(ARG_NAMES)
+    tensors = tuple(inputs[k].requires_grad_() for k in names)
+
+    def f(*args):
+        kw = dict(zip(names, args))
+        y, s = run(selective_scan_cpu, kw, True, True, chunk=3)  # 3 chunks, one padded
+        return y, s
+
+    assert torch.autograd.gradcheck(f, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_half_precision_inputs_compute_in_float32_and_return_input_dtype():
+    inputs = make_inputs(1, 4, 33, 4, seed=5, dtype=torch.float32)
+    half = {k: v.to(torch.bfloat16) for k, v in inputs.items()}
+    y = run(selective_scan_cpu, half, True, False)
+    assert y.dtype == torch.bfloat16
+    _, ref = reference64(half, True, False)
+    assert_close_scaled(y.float(), ref.float(), 1e-2, "y(bf16)")
+
+
+def test_dispatch_runs_each_available_backend_and_auto_is_cpu_on_cpu():
+    inputs = make_inputs(1, 3, 20, 4, seed=7)
+    expected = run(selective_scan_reference, inputs, True, False)
+    assert ops.resolve_backend("auto", "cpu") == "cpu"
+    for name in ops.available_backends("cpu"):
+        if name == "triton":  # exercised in tests/test_ops_triton.py (interpreter is slow)
+            continue
+        y = run(ops.selective_scan, inputs, True, False, backend=name)
+        assert_close_scaled(y, expected, 1e-10, name)
+
+
+def test_env_var_replaces_auto_but_not_an_explicit_backend(monkeypatch):
+    monkeypatch.setenv(ops.ENV_BACKEND, "reference")
+    assert ops.resolve_backend("auto", "cpu") == "reference"
+    assert ops.resolve_backend("cpu", "cpu") == "cpu"
+    monkeypatch.setenv(ops.ENV_BACKEND, "fastest")
+    with pytest.raises(ValueError, match=ops.ENV_BACKEND):
+        ops.resolve_backend("auto", "cpu")
+
+
+def test_unavailable_backends_give_clear_errors():
+    inputs = make_inputs(1, 2, 5, 2, seed=1)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        run(ops.selective_scan, inputs, False, False, backend="cuda")
+    with pytest.raises(ValueError, match="mamba_ssm"):
+        run(ops.selective_scan, inputs, False, False, backend="mamba_ssm")
+
+
+def _bad(**changes):
+    inputs = make_inputs(2, 4, 6, 3, seed=2, dtype=torch.float32)
+    inputs.update(changes)
+    return inputs
+
+
+@pytest.mark.parametrize("changes, pattern", [
+    (dict(u=torch.randn(2, 4)), r"u must have shape \(batch, dim, length\)"),
+    (dict(delta=torch.randn(2, 4, 5)), r"delta must have shape \(2, 4, 6\)"),
+    (dict(A=torch.randn(3, 3)), r"A must have shape \(4, d_state\)"),
+    (dict(B=torch.randn(2, 3, 5)), r"B must have shape \(2, 3, 6\)"),
+    (dict(C=torch.randn(2, 3, 3, 6)), r"C must have shape \(2, groups, 3, 6\) with groups dividing dim=4"),
+    (dict(D=torch.randn(5)), r"D must have shape \(4,\)"),
+    (dict(z=torch.randn(2, 4, 7)), r"z must have shape \(2, 4, 6\)"),
+    (dict(delta_bias=torch.randn(4, 1)), r"delta_bias must have shape \(4,\)"),
+    (dict(u=torch.ones(2, 4, 6, dtype=torch.int64)), r"u must be a floating-point tensor"),
+    (dict(B=torch.randn(2, 3, 6, device="meta")), r"one device"),
+])
+def test_bad_input_raises_value_error_naming_the_argument(changes, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        run(ops.selective_scan, _bad(**changes), False, False, backend="cpu")
+
+
+@pytest.mark.parametrize("name", ["u", "delta", "B", "delta_bias"])
+def test_non_finite_input_is_reported_by_name(name):
+    inputs = _bad()
+    bad = inputs[name].clone()
+    bad.view(-1)[1] = float("nan")
+    inputs[name] = bad
+    with pytest.raises(ValueError, match=rf"non-finite .* input {name}"):
+        run(ops.selective_scan, inputs, True, False, backend="cpu")
+    y = run(ops.selective_scan, inputs, True, False, backend="cpu", check_finite=False)
+    assert not torch.isfinite(y).all()  # opting out really skips the check
+
+
+def test_non_finite_output_is_reported():
+    inputs = _bad(A=torch.full((4, 3), 50.0), delta=torch.full((2, 4, 6), 10.0))  # exp(+500) overflows
+    with pytest.raises(ValueError, match="non-finite .* output"):
+        run(ops.selective_scan, inputs, False, False, backend="cpu")
+
+
+# ---- cross_scan / cross_merge -------------------------------------------------------------------
+
+def test_cross_scan_orders_match_index_formulas():
+    b, c, h, w = 2, 3, 4, 5
+    x = torch.randn(b, c, h, w)
+    xs = ops.cross_scan(x)
+    assert xs.shape == (b, 4, c, h * w)
+    flat = x.flatten(2)
+    t = torch.arange(h * w)
+    col_index = (t % h) * w + t // h  # DESIGN.md: p1(t) = (t mod H)·W + t div H
+    torch.testing.assert_close(xs[:, 0], flat)
+    torch.testing.assert_close(xs[:, 1], flat[..., col_index])
+    torch.testing.assert_close(xs[:, 2], flat[..., t.flip(0)])
+    torch.testing.assert_close(xs[:, 3], flat[..., col_index.flip(0)])
+
+
+@pytest.mark.parametrize("hw", [(4, 5), (1, 7), (6, 1), (3, 3)])
+def test_cross_merge_is_the_adjoint_of_cross_scan(hw):
+    h, w = hw
+    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    y = torch.randn(2, 4, 3, h * w, dtype=torch.float64)
+    lhs = (ops.cross_scan(x) * y).sum()
+    rhs = (x.flatten(2) * ops.cross_merge(y, h, w)).sum()
+    torch.testing.assert_close(lhs, rhs)
+
+
+def test_cross_scan_merge_bad_input():
+    with pytest.raises(ValueError, match="cross_scan: x must have shape"):
+        ops.cross_scan(torch.randn(3, 4, 5))
+    with pytest.raises(ValueError, match="cross_merge: y must have shape"):
+        ops.cross_merge(torch.randn(1, 4, 2, 11), 3, 4)
