@@ -39,6 +39,7 @@ class DataReport:
 
     pairs_read: int = 0
     pairs_kept: int = 0
+    pairs_skipped: int = 0  # pairs with a bad image
     bad_files: dict[str, str] = field(default_factory=dict)  # reference -> reason
     groups_dropped: int = 0
     pairs_in_dropped_groups: int = 0
@@ -48,8 +49,8 @@ class DataReport:
     unified_changed: int = 0
 
     def summary(self) -> str:
-        s = (f"data: {self.pairs_read} pairs read, {self.pairs_kept} kept; {len(self.bad_files)} bad image files "
-             f"skipped; {self.groups_dropped} instruction groups with < 2 pairs dropped "
+        s = (f"data: {self.pairs_read} pairs read, {self.pairs_kept} kept; {self.pairs_skipped} pairs with "
+             f"{len(self.bad_files)} bad image files skipped; {self.groups_dropped} instruction groups with < 2 pairs dropped "
              f"({self.pairs_in_dropped_groups} pairs); {self.train_groups} train / {self.val_groups} validation "
              f"instructions; {self.unified_changed} instructions rewritten by LIU")
         if self.held_out_pairs:
@@ -74,12 +75,13 @@ def unify_instructions(texts: Sequence[str], enabled: bool = True, backend: str 
     return [mapped[t] for t in texts]
 
 
-def _check_record(rec: PairRecord, min_side: int, full: bool) -> str | None:
+def _check_record(rec: PairRecord, min_side: int, full: bool) -> tuple[str, str] | None:
+    """``(file, reason)`` of the record's first bad image, or None."""
     for ref in (rec.before, rec.after):
         try:
             load_image(ref, min_side, header_only=not full)
         except BadImage as e:
-            return str(e)
+            return describe(ref), str(e)
     return None
 
 
@@ -111,10 +113,11 @@ def prepare_groups(source: str | Sequence[PairRecord], *, fmt: str = "auto", liu
         if rec.seen is False and not include_unseen:
             report.held_out_pairs += 1
             continue
-        reason = None if verify == "none" else _check_record(rec, min_side, verify == "full")
-        if reason is not None:
-            report.bad_files[rec.key] = reason
-            log.warning("skipped pair %s: %s", rec.key, reason)
+        bad = None if verify == "none" else _check_record(rec, min_side, verify == "full")
+        if bad is not None:
+            report.bad_files[bad[0]] = bad[1]
+            report.pairs_skipped += 1
+            log.warning("skipped pair %s: %s", rec.key, bad[1])
             continue
         kept.append(rec)
     report.pairs_kept = len(kept)
@@ -258,8 +261,9 @@ class RegionMaskProvider:
         self._cache = None
 
     def __call__(self, rec: PairRecord, after_image) -> torch.Tensor | None:
-        if rec.key in self._memo:
-            return self._memo[rec.key]
+        key = describe(rec.after)  # per image file: pairs sharing an after image share its mask
+        if key in self._memo:
+            return self._memo[key]
         from gie_core import regions
 
         img = torch.from_numpy(np.asarray(after_image, np.float32) / 255.0)[None]
@@ -278,5 +282,5 @@ class RegionMaskProvider:
             log.warning("region mask for %s failed (%s: %s); using none", rec.key, type(e).__name__, e)
             m = None
         m = None if m is None else torch.as_tensor(m, dtype=torch.float32).reshape(img.shape[1:3])
-        self._memo[rec.key] = m
+        self._memo[key] = m
         return m

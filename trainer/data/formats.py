@@ -141,7 +141,7 @@ def load_folder(folder: str | Path) -> list[PairRecord]:
             continue
         mask = row.get("mask")
         records.append(PairRecord(
-            instr, folder / before, folder / after, str(folder / after), row.get("family"), row.get("seen"),
+            instr, folder / before, folder / after, f"{meta}:{n}", row.get("family"), row.get("seen"),
             folder / mask if mask else None, row.get("canonical")))
     return records
 

@@ -300,6 +300,8 @@ def _remove(scene, v, rng):
         objs.append(replace(_rand_objects(rng, 1, [s for s in SHAPES if s != v.name])[0]))
     if all(o.shape == v.name for o in objs):
         objs[-1] = replace(objs[-1], shape=[s for s in SHAPES if s != v.name][int(rng.integers(3))])
+    # Shapes to remove are drawn last (on top), so their removal is always visible.
+    objs = [o for o in objs if o.shape != v.name] + [o for o in objs if o.shape == v.name]
     before = Scene(scene.background, tuple(objs), scene.face)
     return before, Scene(scene.background, tuple(o for o in objs if o.shape != v.name), scene.face)
 

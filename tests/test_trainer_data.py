@@ -1,0 +1,221 @@
+"""Trainer data: the synthetic generator, the three dataset formats, bad files, grouping, sampling."""
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainer.data import synthetic
+from trainer.data.dataset import InContextDataset, collate, prepare_groups
+from trainer.data.formats import BadImage, load_image, load_ip2p, load_records, parse_synthetic_spec
+
+
+# ----------------------------------------------------------------------------- synthetic
+def test_synthetic_pair_is_deterministic_and_index_dependent():
+    a = synthetic.generate_pair("recolour", "red", 3, size=64, seed=7)
+    b = synthetic.generate_pair("recolour", "red", 3, size=64, seed=7)
+    c = synthetic.generate_pair("recolour", "red", 4, size=64, seed=7)
+    assert a.before.tobytes() == b.before.tobytes() and a.after.tobytes() == b.after.tobytes()
+    assert a.instruction == b.instruction
+    assert a.before.tobytes() != c.before.tobytes()
+
+
+@pytest.mark.parametrize("family,variant", synthetic.instructions())
+def test_every_edit_changes_the_image(family, variant):
+    for i in range(2):
+        p = synthetic.generate_pair(family, variant, i, size=64)
+        assert p.before.size == p.after.size == (64, 64)
+        diff = np.abs(np.asarray(p.before, np.int16) - np.asarray(p.after, np.int16)).sum(-1)
+        changed = float((diff > 30).mean())  # share of visibly changed pixels
+        assert changed > 0.005, f"{family}/{variant} #{i} barely changes the image ({changed:.4f})"
+        assert p.instruction in synthetic.FAMILIES[family].variant(variant).paraphrases
+
+
+def test_pixel_edits_match_independent_transforms():
+    p = synthetic.generate_pair("flip", "horizontal", 0, size=64)
+    assert np.array_equal(np.asarray(p.after), np.asarray(p.before)[:, ::-1])
+    p = synthetic.generate_pair("rotate", "90", 0, size=64)  # clockwise: numpy's rot90 with k=-1
+    assert np.array_equal(np.asarray(p.after), np.rot90(np.asarray(p.before), k=-1))
+    p = synthetic.generate_pair("invert", "colors", 0, size=64)
+    assert np.array_equal(np.asarray(p.after), 255 - np.asarray(p.before))
+
+
+def test_face_pairs_carry_a_face_mask_inside_the_image():
+    p = synthetic.generate_pair("face", "smile", 0, size=64)
+    m = np.asarray(p.mask, np.float32) / 255
+    assert 0.05 < m.mean() < 0.6  # a face-sized blob, not empty, not everything
+
+
+def test_write_dataset_is_reproducible_and_marks_held_out(tmp_path):
+    fams = ["flip", "sepia"]
+    d1 = synthetic.write_dataset(tmp_path / "a", 2, fams, size=32, held_out=["sepia"], progress=False)
+    d2 = synthetic.write_dataset(tmp_path / "b", 2, fams, size=32, held_out=["sepia"], progress=False)
+    rows = [json.loads(x) for x in (d1 / "metadata.jsonl").read_text().splitlines()]
+    assert rows == [json.loads(x) for x in (d2 / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 + 2  # flip has two variants, sepia one
+    assert {r["family"]: r["seen"] for r in rows} == {"flip": True, "sepia": False}
+    for r in rows:
+        assert (d1 / r["before"]).read_bytes() == (d2 / r["before"]).read_bytes()
+    seen, unseen = synthetic.split_families(["sepia"])
+    assert "sepia" in unseen and "sepia" not in seen
+    with pytest.raises(ValueError, match="held-out"):
+        synthetic.split_families(["nope"])
+
+
+def test_synthetic_spec_parsing():
+    assert parse_synthetic_spec("synthetic:pairs=3,size=32,families=flip+invert") == \
+        {"pairs_per_instruction": 3, "size": 32, "families": ["flip", "invert"]}
+    with pytest.raises(ValueError, match="unknown key"):
+        parse_synthetic_spec("synthetic:colour=3")
+
+
+# ----------------------------------------------------------------------------- formats
+def _png(color, size=32) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _folder_with_broken_files(root):
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for i in range(6):
+        for side, col in (("b", (10 * i, 0, 0)), ("a", (0, 10 * i, 0))):
+            (root / "img" / f"{i}{side}.png").write_bytes(_png(col))
+        rows.append({"instruction": "make it green" if i < 3 else "make it red", "before": f"img/{i}b.png",
+                     "after": f"img/{i}a.png"})
+    # broken: missing file, garbage bytes, tiny image, truncated PNG
+    rows.append({"instruction": "make it green", "before": "img/missing.png", "after": "img/0a.png"})
+    (root / "img" / "garbage.png").write_bytes(b"this is not an image")
+    rows.append({"instruction": "make it green", "before": "img/garbage.png", "after": "img/0a.png"})
+    Image.new("RGB", (4, 4)).save(root / "img" / "tiny.png")
+    rows.append({"instruction": "make it red", "before": "img/tiny.png", "after": "img/3a.png"})
+    (root / "img" / "trunc.png").write_bytes(_png((1, 2, 3), 64)[:60])
+    rows.append({"instruction": "make it red", "before": "img/3b.png", "after": "img/trunc.png"})
+    # a group of one pair (dropped) and a malformed line (skipped)
+    rows.append({"instruction": "make it blue", "before": "img/0b.png", "after": "img/0a.png"})
+    lines = [json.dumps(r) for r in rows] + ['{"instruction": "x"}', "not json"]
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_folder_dataset_skips_and_counts_bad_files(tmp_path):
+    root = _folder_with_broken_files(tmp_path / "ds")
+    train, val, report = prepare_groups(str(root), liu=False, val_fraction=0.0, progress=False)
+    assert report.pairs_read == 11  # the two malformed lines never become records
+    assert len(report.bad_files) == 4
+    reasons = " ".join(report.bad_files.values())
+    assert "missing" in reasons and "smaller than" in reasons and "unreadable" in reasons
+    assert report.groups_dropped == 1 and report.pairs_in_dropped_groups == 1
+    assert sorted(g.instruction for g in train) == ["make it green", "make it red"]
+    assert all(len(g.pairs) == 3 for g in train)
+
+
+def test_header_verify_defers_truncated_files_to_sampling(tmp_path):
+    root = _folder_with_broken_files(tmp_path / "ds")
+    train, _, report = prepare_groups(str(root), liu=False, val_fraction=0.0, verify="header", progress=False)
+    assert len(report.bad_files) == 3  # the truncated PNG has a valid header
+    ds = InContextDataset(train, k=1, tile=64)
+    for i in range(12):  # every draw succeeds: the truncated pair is skipped when it comes up
+        ds[i]
+    assert any("unreadable" in b for b in ds.bad)
+
+
+def test_load_image_errors_are_bad_image():
+    with pytest.raises(BadImage, match="missing"):
+        load_image("/nonexistent/x.png")
+    with pytest.raises(BadImage, match="unreadable"):
+        load_image(b"garbage")
+    with pytest.raises(BadImage, match="no image"):
+        load_image(None)
+    assert isinstance(BadImage("x"), ValueError)
+
+
+def _ip2p_table(n, before="original_image", after="edited_image", instr="edit_prompt"):
+    import pyarrow as pa
+
+    return pa.table({
+        before: [{"bytes": _png((i, 0, 0)), "path": None} for i in range(n)],
+        after: [{"bytes": _png((0, i, 0)), "path": None} for i in range(n)],
+        instr: ["make it green"] * n,
+    })
+
+
+def test_ip2p_parquet_and_aliases(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(_ip2p_table(3), tmp_path / "a.parquet", row_group_size=2)
+    pq.write_table(_ip2p_table(2, "input", "output", "instruction"), tmp_path / "b.parquet")
+    recs = load_records(tmp_path)
+    assert len(recs) == 5
+    img = load_image(recs[2].before)  # third row: second row group
+    assert img.getpixel((0, 0)) == (2, 0, 0)
+    assert load_image(recs[4].after).getpixel((0, 0)) == (0, 1, 0)
+
+
+def test_ip2p_missing_column_is_a_clear_error(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(_ip2p_table(2, before="photo"), tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match="before-image column"):
+        load_ip2p(tmp_path / "x.parquet")
+
+
+def test_ip2p_datasets_save_to_disk_layout(tmp_path):
+    """The arrow stream files + state.json that ``datasets.save_to_disk`` writes."""
+    import pyarrow as pa
+
+    t = _ip2p_table(4)
+    with pa.OSFile(str(tmp_path / "data-00000-of-00001.arrow"), "wb") as sink:
+        with pa.ipc.new_stream(sink, t.schema) as w:
+            w.write_table(t)
+    (tmp_path / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    (tmp_path / "dataset_info.json").write_text("{}")
+    recs = load_records(tmp_path)
+    assert len(recs) == 4 and load_image(recs[3].before).getpixel((0, 0)) == (3, 0, 0)
+    train, _, report = prepare_groups(recs, liu=False, val_fraction=0.0, progress=False)
+    assert report.pairs_kept == 4 and len(train) == 1
+
+
+# ----------------------------------------------------------------------------- grouping and sampling
+def test_validation_split_is_by_instruction():
+    train, val, report = prepare_groups("synthetic:pairs=3,size=32,families=flip+invert+grayscale+blur",
+                                        liu=False, val_fraction=0.3, progress=False)
+    assert train and val
+    assert not {g.instruction for g in train} & {g.instruction for g in val}
+
+
+def test_sample_is_a_function_of_seed_and_index_and_matches_its_pairs():
+    train, _, _ = prepare_groups("synthetic:pairs=3,size=64,families=flip+invert", liu=False,
+                                 val_fraction=0.0, progress=False)
+    ds = InContextDataset(train, k=1, tile=64, seed=3)
+    a, b, c = ds[5], ds[5], ds[6]
+    assert torch.equal(a["grid"], b["grid"]) and a["instruction"] == b["instruction"]
+    assert not torch.equal(a["grid"], c["grid"])
+    # The hint equals the grid outside the target cell and is blank inside it.
+    t = a["target_mask"].bool()
+    assert torch.equal(a["hint"][:, ~t], a["grid"][:, ~t]) and float(a["hint"][:, t].abs().max()) == 0.0
+    # Every cell is one of the group's images (64 px: no resize), example and query pairs differ.
+    g = next(g for g in train if g.instruction == a["instruction"])
+    befores = [torch.from_numpy(np.asarray(p.before, np.float32) / 255).permute(2, 0, 1) for p in g.pairs]
+    ex_before, query = a["grid"][:, :64, :64], a["grid"][:, 64:, :64]
+    assert any(torch.allclose(ex_before, x, atol=1e-6) for x in befores)
+    assert any(torch.allclose(query, x, atol=1e-6) for x in befores)
+    assert not torch.equal(ex_before, query)
+    batch = collate([a, c])
+    assert batch["grid"].shape == (2, 3, 128, 128) and batch["region_mask"].shape == (2, 128, 128)
+
+
+def test_face_mask_lands_in_the_target_cell():
+    train, _, _ = prepare_groups("synthetic:pairs=3,size=64,families=face", liu=False, val_fraction=0.0,
+                                 progress=False)
+    item = InContextDataset(train, k=1, tile=64)[0]
+    r = item["region_mask"]
+    assert r.sum() > 50 and float((r * (1 - item["target_mask"])).abs().max()) == 0.0
+
+
+def test_empty_dataset_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least one instruction group"):
+        InContextDataset([], k=1, tile=64)
