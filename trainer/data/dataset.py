@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -267,17 +268,14 @@ class RegionMaskProvider:
         from gie_core import regions
 
         img = torch.from_numpy(np.asarray(after_image, np.float32) / 255.0)[None]
+        opts = dict(region=self.region, backend=self.backend, dilate=self.dilate, feather=self.feather)
         try:
-            cache_cls = getattr(regions, "MaskCache", None)
-            if cache_cls is not None and self.cache_dir is not None and isinstance(rec.after, (str,)) or \
-                    (cache_cls is not None and self.cache_dir is not None and hasattr(rec.after, "__fspath__")):
+            if self.cache_dir and isinstance(rec.after, (str, Path)):
                 if self._cache is None:
-                    self._cache = cache_cls(self.cache_dir)
-                m = self._cache.get(rec.after, img, region=self.region, backend=self.backend,
-                                    dilate=self.dilate, feather=self.feather)
+                    self._cache = regions.MaskCache(self.cache_dir)
+                m = self._cache.get(rec.after, img, **opts)
             else:
-                m = regions.region_mask(img, region=self.region, backend=self.backend, dilate=self.dilate,
-                                        feather=self.feather)
+                m = regions.region_mask(img, **opts)
         except Exception as e:  # a detector failure must not stop training; the pair just gets no SAM
             log.warning("region mask for %s failed (%s: %s); using none", rec.key, type(e).__name__, e)
             m = None
