@@ -1,0 +1,284 @@
+"""The VMamba hint encoder: visual-prompt image → ControlNet conditioning features.
+
+It replaces ControlNet's small conv tower (diffusers ``ControlNetModel.controlnet_cond_embedding``,
+ComfyUI ``cldm.ControlNet.input_hint_block``) with a VMamba module whose four-direction selective
+scan lets every latent cell see the whole visual prompt (example pair and query) at once.
+
+Default shape (:class:`HintEncoderConfig`): a stride-4 patch-embedding stem to 48 channels, a
+stride-2 downsample to latent resolution and 96 channels, two VSS blocks (SS2D ``v05_noz``,
+``ssm_ratio 1`` so ``d_inner = 96``, ``d_state 1``) and a zero-initialised 3×3 conv to 320 channels.
+At a 512×512 grid the SS2D work therefore runs on 64×64 = 4096 tokens with ``d_inner = 96`` per
+direction — the shape ``benchmarks/scan.py`` optimises (batch·4 directions, d=96, L=4096); VSS blocks
+at stride 4 would scan 4× as many tokens for little gain, since the scan already spans the grid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hint_cache import HintFeatureCache, parameter_fingerprint
+from .ss2d import SS2D_VARIANTS, VARIANT_DEFAULTS, VSSBlock
+
+#: The VAE factor of Stable Diffusion: the encoder maps an H×W image to H/8×W/8 features.
+LATENT_FACTOR = 8
+
+
+class HintEncoderConfigError(ValueError):
+    """A hint-encoder config value or key is invalid."""
+
+
+@dataclass
+class HintEncoderConfig:
+    """Configuration of :class:`VMambaHintEncoder`; JSON-serialisable via :meth:`to_dict`/:meth:`from_dict`.
+
+    Attributes:
+        in_channels: image channels of the visual prompt (3, RGB in 0..1).
+        use_target_channel: expect one more input channel marking the target cell (1 inside it).
+        out_channels: the ControlNet's first block width (320 for SD1.5).
+        patch_size: stride of the patch-embedding stem (a power of 2).
+        dims: channel width of each stage; stage i > 0 starts with a stride-2 downsample.
+            ``patch_size · 2^(len(dims)-1)`` must be 8, the latent factor.
+        depths: VSS blocks per stage (0 allowed).
+        ssm_variant: ``"v05_noz"`` (VMamba v2, default) or ``"v0"`` (original SS2D with z gate).
+        d_state, ssm_ratio: SSM state size and inner-width ratio; ``None`` takes the variant's default
+            (1 and 1.0 for v05_noz, 16 and 2.0 for v0) and is resolved on construction.
+        dt_rank: rank of the Δ projection; ``None`` means ``ceil(width / 16)`` per stage.
+        d_conv: depthwise conv kernel size in SS2D.
+        mlp_ratio: hidden width of each block's MLP relative to its width (0 disables the MLP).
+        scan_backend: :func:`gie_core.ops.selective_scan` backend (``"auto"``).
+    """
+
+    in_channels: int = 3
+    use_target_channel: bool = False
+    out_channels: int = 320
+    patch_size: int = 4
+    dims: tuple[int, ...] = (48, 96)
+    depths: tuple[int, ...] = (0, 2)
+    ssm_variant: str = "v05_noz"
+    d_state: int | None = None
+    ssm_ratio: float | None = None
+    dt_rank: int | None = None
+    d_conv: int = 3
+    mlp_ratio: float = 4.0
+    scan_backend: str = "auto"
+
+    def __post_init__(self):
+        self.dims = tuple(int(d) for d in self.dims)
+        self.depths = tuple(int(d) for d in self.depths)
+        if self.ssm_variant not in SS2D_VARIANTS:
+            raise HintEncoderConfigError(
+                f"HintEncoderConfig.ssm_variant must be one of {SS2D_VARIANTS}, got {self.ssm_variant!r}")
+        defaults = VARIANT_DEFAULTS[self.ssm_variant]
+        if self.d_state is None:
+            self.d_state = defaults["d_state"]
+        if self.ssm_ratio is None:
+            self.ssm_ratio = defaults["ssm_ratio"]
+        for name in ("in_channels", "out_channels", "patch_size", "d_state", "d_conv"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise HintEncoderConfigError(f"HintEncoderConfig.{name} must be a positive integer, got {value!r}")
+        if not self.dims or len(self.dims) != len(self.depths):
+            raise HintEncoderConfigError(
+                f"HintEncoderConfig.dims and depths must be non-empty and of equal length, got dims={self.dims}, "
+                f"depths={self.depths}")
+        if min(self.dims) < 1 or min(self.depths) < 0:
+            raise HintEncoderConfigError(f"HintEncoderConfig: dims must be >= 1 and depths >= 0, got dims="
+                                         f"{self.dims}, depths={self.depths}")
+        if self.patch_size & (self.patch_size - 1):
+            raise HintEncoderConfigError(f"HintEncoderConfig.patch_size must be a power of 2, got {self.patch_size}")
+        if self.patch_size * 2 ** (len(self.dims) - 1) != LATENT_FACTOR:
+            raise HintEncoderConfigError(
+                f"HintEncoderConfig: patch_size · 2^(len(dims)-1) must equal the latent factor {LATENT_FACTOR}, got "
+                f"patch_size={self.patch_size} with {len(self.dims)} stage(s)")
+        if self.d_conv % 2 == 0:
+            raise HintEncoderConfigError(f"HintEncoderConfig.d_conv must be odd, got {self.d_conv}")
+        if not self.ssm_ratio > 0 or self.mlp_ratio < 0:
+            raise HintEncoderConfigError(f"HintEncoderConfig: ssm_ratio must be > 0 and mlp_ratio >= 0, got "
+                                         f"ssm_ratio={self.ssm_ratio}, mlp_ratio={self.mlp_ratio}")
+        if self.dt_rank is not None and (not isinstance(self.dt_rank, int) or self.dt_rank < 1):
+            raise HintEncoderConfigError(f"HintEncoderConfig.dt_rank must be None or a positive integer, "
+                                         f"got {self.dt_rank!r}")
+
+    @property
+    def total_in_channels(self) -> int:
+        """Channels the encoder expects: image channels plus the optional target-cell channel."""
+        return self.in_channels + (1 if self.use_target_channel else 0)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict (tuples as lists)."""
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HintEncoderConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`HintEncoderConfigError`."""
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, dict):
+            raise HintEncoderConfigError(f"HintEncoderConfig.from_dict expects a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise HintEncoderConfigError(
+                f"HintEncoderConfig: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def coerce(cls, value: "HintEncoderConfig | dict | None", **defaults) -> "HintEncoderConfig":
+        """A config from a config, a dict or ``None`` (then ``defaults`` over the class defaults)."""
+        if value is None:
+            return cls(**defaults)
+        if isinstance(value, cls):
+            return value
+        return cls.from_dict(dict(value))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a channels-first ``(B, C, H, W)`` map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def make_stem(in_channels: int, dim: int, patch_size: int) -> nn.Sequential:
+    """VMamba's patch embedding (v2): stride-2 3×3 convs with LayerNorm+GELU between, stride ``patch_size``."""
+    n = int(math.log2(patch_size))
+    layers: list[nn.Module] = []
+    if n == 0:
+        return nn.Sequential(nn.Conv2d(in_channels, dim, kernel_size=1), LayerNorm2d(dim))
+    widths = [max(dim // 2 ** (n - 1 - i), 8) for i in range(n)]
+    widths[-1] = dim
+    c = in_channels
+    for i, w in enumerate(widths):
+        layers.append(nn.Conv2d(c, w, kernel_size=3, stride=2, padding=1))
+        layers.append(LayerNorm2d(w))
+        if i < n - 1:
+            layers.append(nn.GELU())
+        c = w
+    return nn.Sequential(*layers)
+
+
+class Downsample(nn.Module):
+    """VMamba's downsample (v3): 3×3 stride-2 conv then LayerNorm; channels-last in and out."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim_in, dim_out, kernel_size=3, stride=2, padding=1)
+        self.norm = nn.LayerNorm(dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.norm(x)
+
+
+class VMambaStage(nn.Module):
+    """Optional downsample, then ``depth`` VSS blocks (channels-last)."""
+
+    def __init__(self, dim_in: int, dim: int, depth: int, downsample: bool, cfg: HintEncoderConfig):
+        super().__init__()
+        self.downsample = Downsample(dim_in, dim) if downsample else None
+        self.blocks = nn.ModuleList([
+            VSSBlock(dim, mlp_ratio=cfg.mlp_ratio, variant=cfg.ssm_variant, d_state=cfg.d_state,
+                     ssm_ratio=cfg.ssm_ratio, dt_rank=cfg.dt_rank, d_conv=cfg.d_conv,
+                     scan_backend=cfg.scan_backend)
+            for _ in range(depth)
+        ])
+
+
+class VMambaHintEncoder(nn.Module):
+    """Visual prompt ``[B, 3(+1), H, W]`` in 0..1 → ``[B, out_channels, H/8, W/8]`` ControlNet features.
+
+    The last conv is zero-initialised, so a fresh encoder outputs zeros and a fresh ControlNet is a
+    no-op, exactly like ControlNet's own hint block. Under ``torch.no_grad`` the features of each
+    distinct hint are cached (:class:`~gie_core.models.hint_cache.HintFeatureCache`); set
+    ``caching = False`` to disable, ``clear_hint_cache()`` to free. With grad enabled nothing is cached.
+    Supports diffusers' gradient checkpointing (``gradient_checkpointing`` attribute).
+    """
+
+    def __init__(self, config: HintEncoderConfig | dict | None = None):
+        super().__init__()
+        cfg = HintEncoderConfig.coerce(config)
+        self.config = cfg
+        self.stem = make_stem(cfg.total_in_channels, cfg.dims[0], cfg.patch_size)
+        self.stages = nn.ModuleList()
+        prev = cfg.dims[0]
+        for i, (dim, depth) in enumerate(zip(cfg.dims, cfg.depths)):
+            self.stages.append(VMambaStage(prev, dim, depth, downsample=i > 0, cfg=cfg))
+            prev = dim
+        self.norm_out = nn.LayerNorm(prev)
+        self.conv_out = nn.Conv2d(prev, cfg.out_channels, kernel_size=3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        self.gradient_checkpointing = False
+        self.hint_cache = HintFeatureCache()
+
+    # -- caching -----------------------------------------------------------------------------------
+    @property
+    def caching(self) -> bool:
+        """Whether hint features are cached under no-grad (default True)."""
+        return self.hint_cache.enabled
+
+    @caching.setter
+    def caching(self, value: bool) -> None:
+        self.hint_cache.enabled = bool(value)
+        if not value:
+            self.hint_cache.clear()
+
+    def clear_hint_cache(self) -> None:
+        """Drop cached hint features."""
+        self.hint_cache.clear()
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.half()/.cuda() make cached features stale and would strand them on the old device.
+        self.hint_cache.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    # -- forward -----------------------------------------------------------------------------------
+    def check_hint(self, hint: torch.Tensor) -> None:
+        """Raise a ValueError naming what is wrong with ``hint`` (rank, channels, size, dtype, finiteness)."""
+        cfg = self.config
+        if not isinstance(hint, torch.Tensor):
+            raise ValueError(f"VMambaHintEncoder: hint must be a torch.Tensor, got {type(hint).__name__}")
+        want_c = cfg.total_in_channels
+        if hint.dim() != 4:
+            raise ValueError(f"VMambaHintEncoder: hint must have shape [batch, {want_c}, height, width], "
+                             f"got {tuple(hint.shape)}")
+        if hint.shape[1] != want_c:
+            what = ("RGB plus a target-cell channel" if cfg.use_target_channel else f"{cfg.in_channels} image channels")
+            raise ValueError(f"VMambaHintEncoder: hint must have {want_c} channels ({what}), got "
+                             f"{hint.shape[1]} in shape {tuple(hint.shape)}")
+        h, w = hint.shape[-2:]
+        if h % LATENT_FACTOR or w % LATENT_FACTOR or h == 0 or w == 0:
+            raise ValueError(f"VMambaHintEncoder: hint height and width must be positive multiples of "
+                             f"{LATENT_FACTOR}, got {h}×{w}")
+        if not hint.is_floating_point():
+            raise ValueError(f"VMambaHintEncoder: hint must be a floating-point tensor in 0..1, got {hint.dtype}")
+
+    def encode(self, hint: torch.Tensor) -> torch.Tensor:
+        """The uncached forward pass."""
+        self.check_hint(hint)
+        if not torch.isfinite(hint).all():
+            raise ValueError("VMambaHintEncoder: hint contains NaN or inf values")
+        x = self.stem(hint.to(self.conv_out.weight.dtype)).permute(0, 2, 3, 1)  # channels-last
+        checkpoint = self.gradient_checkpointing and torch.is_grad_enabled()
+        for stage in self.stages:
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+            for block in stage.blocks:
+                x = self._gradient_checkpointing_func(block, x) if checkpoint else block(x)
+        x = self.norm_out(x).permute(0, 3, 1, 2)
+        return self.conv_out(x)
+
+    def forward(self, hint: torch.Tensor) -> torch.Tensor:
+        if not self.hint_cache.active():
+            return self.encode(hint)
+        self.check_hint(hint)
+        return self.hint_cache(hint, self.encode, parameter_fingerprint(self))
+
+    def _gradient_checkpointing_func(self, module, *args):  # replaced by diffusers' enable_gradient_checkpointing
+        return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False)
