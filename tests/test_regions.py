@@ -260,3 +260,44 @@ def test_mask_cache_per_file(astronaut, tmp_path):
         f.write_bytes(b"garbage")
     assert torch.equal(cache.get(p, dilate=2), m)
     assert cache.clear() >= 4
+
+
+def test_result_repr_is_short():
+    r = region_mask(np.zeros((32, 32, 3), np.uint8), return_info=True)[1]
+    assert repr(r) == "RegionResult(masks=(1, 32, 32), found=[False], num_empty=1, backend='haar', region='face')"
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(arrays(np.bool_, st.tuples(st.integers(4, 24), st.integers(4, 24))), st.floats(0.5, 9.0),
+       st.integers(-3, 3), st.integers(0, 12))
+def test_postprocess_matches_scipy_on_random_masks(m, width, grow_by, min_area):
+    img = np.zeros(m.shape + (3,), np.uint8)
+    out, info = region_mask(img, model=FixedDetector(m), dilate=grow_by, feather=width, min_area=min_area,
+                            return_info=True)
+    out = out[0].numpy()
+    labels, n = ndimage.label(m, structure=np.ones((3, 3)))
+    sizes = ndimage.sum(m, labels, range(1, n + 1))
+    kept = np.isin(labels, 1 + np.flatnonzero(sizes >= max(min_area, 1)))
+    assert info.found == [bool(kept.any())]
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    if not kept.any():
+        assert out.sum() == 0
+        return
+    # the hard mask behind the feathering is the 0.5 level set; compare to scipy's grown/shrunk mask
+    hard = out >= 0.5
+    if grow_by > 0:
+        d = ndimage.distance_transform_edt(~kept)
+        assert hard[d <= grow_by].all() and not hard[d > grow_by + 1].any()
+    elif grow_by < 0:
+        # pixels outside the image count as region (erosion does not eat from the border): pad with
+        # 10 px of region, then a ring of background that is farther than any tested radius
+        padded = np.pad(np.pad(kept, 10, constant_values=True), 1, constant_values=False)
+        d = ndimage.distance_transform_edt(padded)[11:-11, 11:-11]
+        assert hard[d > -grow_by + 1].all() and not hard[(d <= -grow_by) & kept].any()
+    else:
+        assert np.array_equal(hard, kept)

@@ -31,6 +31,10 @@ class RegionResult:
     region: str
     boxes: list[list[tuple[float, float, float, float]]] | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        return (f"RegionResult(masks={tuple(self.masks.shape)}, found={self.found}, num_empty={self.num_empty}, "
+                f"backend={self.backend!r}, region={self.region!r})")
+
     @property
     def num_empty(self) -> int:
         """How many images had no region (their masks are all zero)."""
