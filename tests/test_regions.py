@@ -55,6 +55,25 @@ def test_faceless_photographs_give_empty_masks(name):
     assert float(mask.abs().sum()) == 0.0
 
 
+def test_lfw_faces_found_and_lfw_background_crops_empty():
+    """scikit-image's LFW subset: 100 face crops, then 100 background crops from the same photos
+    (per its docstring). Crops are 25 px, so each is enlarged with replicated border for context."""
+    import cv2
+
+    crops = skimage_data.lfw_subset()
+    batch = np.stack([cv2.copyMakeBorder(cv2.resize((c * 255).astype(np.uint8), (96, 96),
+                                                    interpolation=cv2.INTER_CUBIC), 48, 48, 48, 48,
+                                         cv2.BORDER_REPLICATE) for c in crops])
+    masks, info = region_mask(batch[..., None], return_info=True)
+    faces, background = np.array(info.found[:100]), np.array(info.found[100:])
+    assert faces.mean() >= 0.9, faces.mean()
+    assert background.mean() <= 0.05, background.mean()
+    assert info.num_empty == (~faces).sum() + (~background).sum()
+    # where a face is found the mask covers the crop's centre (the nose), not the border
+    centre = masks[:100, 96, 96].numpy()[faces]
+    assert (centre == 1).all() and masks[:100, :10, :10].sum() == 0
+
+
 def test_batch_counts_images_without_region(astronaut):
     coffee = np.asarray(Image.fromarray(skimage_data.coffee()).resize((512, 512)))
     batch = torch.from_numpy(np.stack([coffee, astronaut, coffee])).float() / 255.0
