@@ -1,0 +1,128 @@
+"""The training loop on a tiny configuration: all three losses, learning, exact resume, bad data,
+export, CLI."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from trainer import checkpoint as ckpt
+from trainer.cli import main as cli_main
+from trainer.config import make_config
+from trainer.train import Trainer, step_generator, train
+
+TINY = dict(data="synthetic:pairs=3,size=64,families=flip+invert+face+recolour", tile=64, base_model="tiny",
+            hint_encoder_config='{"dims": [16, 32], "depths": [0, 1]}', clip_model="tiny", esm_max_timestep=1000,
+            batch_size=2, learning_rate=1e-4, validate_every=0, validation_inference_steps=0, checkpoint_every=0,
+            progress=False, liu=False, verify="header", val_fraction=0.0)
+
+
+def _cfg(tmp_path, **kw):
+    return make_config(**{**TINY, "output_dir": str(tmp_path / "run"), **kw})
+
+
+def test_few_steps_with_all_three_losses_and_export(tmp_path):
+    r = train(_cfg(tmp_path, max_steps=3, validate_every=3))
+    hist = r["history"]
+    assert [h["step"] for h in hist] == [1, 2, 3]
+    for h in hist:
+        assert {"ldm", "esm", "sam", "total"} <= set(h)
+        assert h["esm"] > 0  # esm_max_timestep=1000: every sample counts
+        assert h["total"] == pytest.approx(h["ldm"] + 0.1 * h["esm"] + 0.5 * h["sam"], rel=1e-4)
+    assert any(h["sam"] > 0 for h in hist)  # face pairs carry masks
+    from trainer.export import load_controlnet
+
+    model = load_controlnet(r["export"])
+    assert type(model).__name__ == "VMambaControlNetModel"
+    assert (tmp_path / "run" / "logs").is_dir() and any((tmp_path / "run" / "logs").rglob("events.out.*"))
+    assert len(ckpt.list_checkpoints(tmp_path / "run")) == 1  # the final one
+
+
+def test_loss_falls_on_a_fixed_batch(tmp_path):
+    cfg = _cfg(tmp_path, learning_rate=2e-3, instruction_dropout=0.0, esm=False)
+    tr = Trainer(cfg).setup()
+    batch = tr.collate([tr.train_set[i] for i in range(2)])
+    t = torch.tensor([300, 600])
+    params = [p for m in tr.wrapped.values() for p in m.parameters() if p.requires_grad]
+    losses = []
+    for _ in range(8):
+        loss = tr.compute_losses(batch, step_generator(0, 0), timesteps=t)["total"]
+        tr.optimizer.zero_grad()
+        tr.acc.backward(loss)
+        tr.optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_resume_after_a_kill_repeats_the_uninterrupted_losses(tmp_path):
+    kw = dict(max_steps=4, checkpoint_every=2, ema=True, gradient_accumulation_steps=2, lr_scheduler="cosine",
+              lr_warmup_steps=1)
+    straight = train(_cfg(tmp_path / "a", **kw))["history"]
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(step, rec):
+        if step == 3:  # step 3 ran but was never checkpointed: lost, as in a real kill
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(_cfg(tmp_path / "b", **kw), on_step=kill_at_3)
+    out = tmp_path / "b" / "run"
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["checkpoint-00000002"]
+    (out / "checkpoint-00000004.tmp").mkdir()  # a half-written checkpoint from the crash is ignored
+    resumed = train(_cfg(tmp_path / "b", resume="latest", **kw))["history"]
+    assert [h["step"] for h in resumed] == [3, 4]
+    for a, b in zip(straight[2:], resumed):
+        for k in ("ldm", "esm", "sam", "total", "lr"):
+            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-7), (k, a, b)
+
+
+def test_dataset_with_broken_files_trains_and_reports_them(tmp_path):
+    from trainer.data.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "ds", 3, ["flip", "invert"], size=64, progress=False)
+    rows = [json.loads(x) for x in (root / "metadata.jsonl").read_text().splitlines()]
+    (root / rows[0]["before"]).write_bytes(b"\x89PNG garbage")
+    (root / rows[1]["after"]).unlink()
+    rows.append({"instruction": "flip it", "before": "images/nowhere.png", "after": rows[2]["after"]})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = train(_cfg(tmp_path, data=str(root), max_steps=2, verify="full"))
+    assert len(r["history"]) == 2
+    assert r["data"]["pairs_skipped"] == 3 and len(r["data"]["bad_files"]) == 3
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert sorted(report["bad_files"]) == sorted(r["data"]["bad_files"])
+
+
+def test_conv_ablation_without_esm_sam_and_liu(tmp_path):
+    r = train(_cfg(tmp_path, hint_encoder="conv", esm=False, sam=False, max_steps=2))
+    assert set(r["history"][0]) >= {"ldm", "total"} and "esm" not in r["history"][0]
+    from trainer.export import load_controlnet
+
+    m = load_controlnet(r["export"])
+    assert type(m).__name__ == "ControlNetModel"
+
+
+def test_esm_latent_mode_and_threshold(tmp_path):
+    tr = Trainer(_cfg(tmp_path, esm_decode="latent", esm_max_timestep=500)).setup()
+    batch = tr.collate([tr.train_set[i] for i in range(2)])
+    low = tr.compute_losses(batch, step_generator(0, 1), timesteps=torch.tensor([10, 20]))
+    high = tr.compute_losses(batch, step_generator(0, 1), timesteps=torch.tensor([800, 900]))
+    assert low["esm"].item() > 0 and low["esm"].requires_grad
+    assert high["esm"].item() == 0.0  # no sample below the threshold
+
+
+def test_cli_help_presets_and_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--no-esm" in out and "--hint-encoder" in out and "tiny_debug" in out
+    assert cli_main(["--preset", "tiny_debug", "--max-steps", "7", "--no-sam", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "max_steps: 7" in out and "sam: false" in out and "tile: 64" in out
+    assert cli_main(["--hint-encoder", "transformer", "--print-config"]) == 2
+    assert "hint_encoder" in capsys.readouterr().err
+    assert cli_main(["--preset", "tiny_debug", "--base-model", str(tmp_path / "missing"),
+                     "--output-dir", str(tmp_path / "o")]) == 2
+    assert "base_model" in capsys.readouterr().err
