@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             img = load_image_file(f)
             res = detect_regions(img, args.region, args.backend, args.dilate, args.feather,
                                  min_area=args.min_area, model=args.model, **options)
-        except (ValueError, RuntimeError) as e:
+        except (ValueError, RuntimeError, ImportError, OSError) as e:
             raise CLIError(str(e)) from e
         stem = f.stem if f.stem not in stems else f"{f.parent.name}_{f.stem}"  # same name in two folders
         stems.add(stem)

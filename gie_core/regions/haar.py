@@ -15,7 +15,7 @@ PROFILE_CASCADE = "haarcascade_profileface.xml"
 def _cascade_dir() -> Path:
     data = getattr(cv2, "data", None)
     if data is None or not hasattr(cv2, "CascadeClassifier"):
-        raise RuntimeError(
+        raise ImportError(
             f"OpenCV {cv2.__version__} has no CascadeClassifier or cascade data (OpenCV 5 moved them to "
             "opencv-contrib); install opencv-python-headless<5")
     return Path(data.haarcascades)
