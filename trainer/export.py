@@ -1,54 +1,36 @@
-"""Exporting and reloading trained ControlNets as one ``.safetensors`` file.
+"""Exporting and reloading trained ControlNets.
 
-VMamba ControlNets go through ``gie_core.models.io`` (the format the ComfyUI loader and the
-pipeline read). The conv-hint-encoder ablation is a plain diffusers ``ControlNetModel``; it is
-written the same way (weights with diffusers key names, the config as JSON in the metadata) under
-the format name ``diffusers-controlnet``, so one file rebuilds it too.
+A VMamba ControlNet is written as one ``.safetensors`` file through ``gie_core.models.io`` (the
+format the ComfyUI loader and ``gie_core.loading`` read). The conv-hint-encoder ablation is a
+plain diffusers ``ControlNetModel``, written as a diffusers ControlNet folder (the same name without
+``.safetensors``), which ``gie_core.loading.load_controlnet``, diffusers and ComfyUI all read.
 """
 from __future__ import annotations
 
-import json
 import os
+import shutil
 from pathlib import Path
-
-CONV_FORMAT = "diffusers-controlnet"
 
 
 def save_controlnet(model, path: str | os.PathLike, extra_metadata: dict | None = None) -> Path:
-    """Writes ``model`` to ``path`` atomically; returns the path."""
+    """Writes ``model`` atomically; returns the file (VMamba) or folder (conv) written."""
     from gie_core.models import VMambaControlNetModel
-    from gie_core.models.io import model_config_dict, save_vmamba_controlnet
+    from gie_core.models.io import save_vmamba_controlnet
 
+    path = Path(path)
     if isinstance(model, VMambaControlNetModel):
         return save_vmamba_controlnet(model, path, extra_metadata)
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    meta = {"format": CONV_FORMAT, "config": json.dumps(model_config_dict(model), sort_keys=True),
-            **(extra_metadata or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    folder = path.with_suffix("") if path.suffix == ".safetensors" else path
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
 
 
-def load_controlnet(path: str | os.PathLike, device=None, dtype=None):
-    """Rebuilds a ControlNet written by :func:`save_controlnet` (VMamba or conv hint encoder)."""
-    from safetensors import safe_open
+def load_controlnet(path: str | os.PathLike, unet=None):
+    """Reloads what :func:`save_controlnet` wrote (via ``gie_core.loading.load_controlnet``)."""
+    from gie_core.loading import load_controlnet as _load
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"ControlNet file {path}: not found")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != CONV_FORMAT:
-        from gie_core.models.io import load_vmamba_controlnet
-
-        return load_vmamba_controlnet(path, device=device, dtype=dtype)
-    from diffusers import ControlNetModel
-    from safetensors.torch import load_file
-
-    model = ControlNetModel.from_config(json.loads(meta["config"]))
-    model.load_state_dict(load_file(str(path)), strict=True)
-    return model.to(device=device, dtype=dtype).eval()
+    return _load(path, unet=unet)

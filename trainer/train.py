@@ -55,28 +55,11 @@ def load_base(cfg: TrainConfig) -> SDComponents:
     if not path.exists():
         raise ValueError(f"base_model={src!r}: no such folder or file (expected a local SD1.5 diffusers "
                          "folder, a single .safetensors checkpoint, or 'tiny')")
-    try:
-        from gie_core import loading
-    except ImportError:
-        loading = None
-    if loading is not None and hasattr(loading, "load_sd_components"):
-        c = loading.load_sd_components(path)
-        get = (lambda k: c[k]) if isinstance(c, dict) else (lambda k: getattr(c, k))
-        return SDComponents(get("unet"), get("vae"), get("text_encoder"), get("tokenizer"),
-                            DDPMScheduler.from_config(get("scheduler").config))
-    if not path.is_dir():
-        raise ValueError(f"base_model={src!r}: single-file checkpoints need gie_core.loading; give a diffusers folder")
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from gie_core.loading import load_base as _load_base
 
-    kw = dict(local_files_only=True)
-    return SDComponents(
-        UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw),
-        AutoencoderKL.from_pretrained(path, subfolder="vae", **kw),
-        CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kw),
-        CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kw),
-        DDPMScheduler.from_pretrained(path, subfolder="scheduler", **kw),
-    )
+    c = _load_base(path)  # a diffusers folder or a single SD1.x file (safetensors; configs shipped)
+    return SDComponents(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"],
+                        DDPMScheduler.from_config(c["scheduler"].config))
 
 
 def build_controlnet(cfg: TrainConfig, unet):
