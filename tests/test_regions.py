@@ -320,3 +320,14 @@ def test_postprocess_matches_scipy_on_random_masks(m, width, grow_by, min_area):
         assert hard[d > -grow_by + 1].all() and not hard[(d <= -grow_by) & kept].any()
     else:
         assert np.array_equal(hard, kept)
+
+
+def test_shared_detector_from_several_threads(astronaut):
+    from concurrent.futures import ThreadPoolExecutor
+
+    imgs = [astronaut, astronaut[:, ::-1].copy(), np.asarray(Image.fromarray(astronaut).resize((400, 400)))] * 2
+    serial = [region_mask(im) for im in imgs]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(pool.map(region_mask, imgs))
+    assert all(torch.equal(a, b) for a, b in zip(serial, threaded))
+    assert all(m.sum() > 1000 for m in serial)

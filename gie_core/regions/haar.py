@@ -1,6 +1,7 @@
 """Offline face detector: OpenCV's Haar cascades (shipped inside opencv-python), boxes -> ellipses."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -71,6 +72,8 @@ class HaarFaceDetector:
         self.min_neighbors, self.min_face, self.profile = int(min_neighbors), int(min_face), bool(profile)
         self._frontal = _load(FRONTAL_CASCADE)
         self._profile = _load(PROFILE_CASCADE) if profile else None
+        # CascadeClassifier keeps scratch buffers: one detection at a time per (cached, shared) detector.
+        self._lock = threading.Lock()
 
     def check_region(self, parts: list[str]) -> None:
         bad = [p for p in parts if p not in self.regions]
@@ -89,6 +92,10 @@ class HaarFaceDetector:
             gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
         size = (self.min_face, self.min_face)
+        with self._lock:
+            return self._detect_gray(gray, size, scale)
+
+    def _detect_gray(self, gray, size, scale):
         found = [tuple(map(float, b)) for b in
                  self._frontal.detectMultiScale(gray, self.scale_factor, self.min_neighbors, minSize=size)]
         if self._profile is not None:
