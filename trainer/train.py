@@ -150,6 +150,7 @@ class Trainer:
             seed=cfg.seed, min_side=cfg.min_side, verify=cfg.verify, include_unseen=cfg.include_unseen,
             progress=cfg.progress and acc.is_main_process)
         if acc.is_main_process:
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
             (self.out / "data_report.json").write_text(json.dumps(self.report.to_dict(), indent=1))
         masks = RegionMaskProvider(cfg.sam_region, cfg.sam_backend,
                                    cache_dir=cfg.mask_cache_dir or str(self.out / "mask_cache")) if cfg.sam else None

@@ -30,6 +30,8 @@ log = logging.getLogger("trainer.data")
 
 INSTRUCTION_COLUMNS = ("edit_prompt", "instruction", "prompt", "edit")
 BEFORE_COLUMNS = ("original_image", "input_image", "input", "before", "source_image")
+BEFORE_CAPTION_COLUMNS = ("original_prompt", "input_caption", "before_caption")
+AFTER_CAPTION_COLUMNS = ("edited_prompt", "output_caption", "after_caption")
 AFTER_COLUMNS = ("edited_image", "output_image", "output", "after", "target_image", "edited")
 MIN_SIDE_DEFAULT = 16
 
@@ -63,6 +65,8 @@ class PairRecord:
     seen: bool | None = None
     mask: Any = None
     canonical: str | None = None
+    before_caption: str | None = None  # image captions (InstructPix2Pix has them): text CLIP direction
+    after_caption: str | None = None
 
 
 def describe(ref: Any) -> str:
@@ -142,7 +146,8 @@ def load_folder(folder: str | Path) -> list[PairRecord]:
         mask = row.get("mask")
         records.append(PairRecord(
             instr, folder / before, folder / after, f"{meta}:{n}", row.get("family"), row.get("seen"),
-            folder / mask if mask else None, row.get("canonical")))
+            folder / mask if mask else None, row.get("canonical"), row.get("before_caption"),
+            row.get("after_caption")))
     return records
 
 
@@ -226,8 +231,15 @@ class _CellReader:
         return self.rows.cell(self.column, row)
 
 
+def _captions(read_column, columns: Sequence[str], choices: Sequence[str], n: int) -> list:
+    for c in choices:
+        if c in columns:
+            return read_column(c)
+    return [None] * n
+
+
 def _records_from_rows(rows, columns: Sequence[str], num_rows: int, name: str, base: Path,
-                       instructions: list) -> list[PairRecord]:
+                       instructions: list, captions: tuple[list, list] | None = None) -> list[PairRecord]:
     c_ins = _pick(columns, INSTRUCTION_COLUMNS, "instruction", name)
     c_b = _pick(columns, BEFORE_COLUMNS, "before-image", name)
     c_a = _pick(columns, AFTER_COLUMNS, "after-image", name)
@@ -239,7 +251,8 @@ def _records_from_rows(rows, columns: Sequence[str], num_rows: int, name: str, b
             continue
         out.append(PairRecord(instr, LazyCell(_CellReader(rows, c_b), r, f"{name}[{r}].{c_b}", base),
                               LazyCell(_CellReader(rows, c_a), r, f"{name}[{r}].{c_a}", base),
-                              f"{name}#{r}"))
+                              f"{name}#{r}", before_caption=captions[0][r] if captions else None,
+                              after_caption=captions[1][r] if captions else None))
     return out
 
 
@@ -260,8 +273,10 @@ def load_ip2p(source: str | Path) -> list[PairRecord]:
         rows = _ArrowRows(arrow_files)
         cols = rows.table.column_names
         c_ins = _pick(cols, INSTRUCTION_COLUMNS, "instruction", str(source))
-        return _records_from_rows(rows, cols, rows.table.num_rows, str(source), source,
-                                  rows.table.column(c_ins).to_pylist())
+        n = rows.table.num_rows
+        read = lambda c: rows.table.column(c).to_pylist()  # noqa: E731
+        caps = (_captions(read, cols, BEFORE_CAPTION_COLUMNS, n), _captions(read, cols, AFTER_CAPTION_COLUMNS, n))
+        return _records_from_rows(rows, cols, n, str(source), source, read(c_ins), caps)
     files = [source] if source.is_file() else sorted(source.rglob("*.parquet"))
     if not files:
         raise ValueError(f"dataset {source}: expected parquet files or a datasets save_to_disk folder")
@@ -269,8 +284,10 @@ def load_ip2p(source: str | Path) -> list[PairRecord]:
         rows = _ParquetRows(f)
         cols = pq.ParquetFile(f).schema_arrow.names
         c_ins = _pick(cols, INSTRUCTION_COLUMNS, "instruction", str(f))
-        instr = pq.read_table(f, columns=[c_ins]).column(c_ins).to_pylist()
-        records += _records_from_rows(rows, cols, rows.num_rows, str(f), f.parent, instr)
+        read = lambda c, f=f: pq.read_table(f, columns=[c]).column(c).to_pylist()  # noqa: E731
+        caps = (_captions(read, cols, BEFORE_CAPTION_COLUMNS, rows.num_rows),
+                _captions(read, cols, AFTER_CAPTION_COLUMNS, rows.num_rows))
+        records += _records_from_rows(rows, cols, rows.num_rows, str(f), f.parent, read(c_ins), caps)
     return records
 
 
