@@ -18,6 +18,7 @@ from .core import _unify_clean, is_canonical
 
 DEFAULT_THRESHOLD = 0.75  # conservative: a wrong merge is worse than a missed one
 _MODELS: dict[tuple[str, str], object] = {}
+_BANK_EMBEDDINGS: dict[tuple, object] = {}
 
 
 def default_model_path() -> Path:
@@ -59,7 +60,12 @@ class EmbeddingUnifier:
         self.bank = list(dict.fromkeys(entries))
         self._bank_set = set(self.bank)
         self.model = load_embedder(model_path, device)
-        self._bank_emb = self._encode(self.bank)
+        key = (id(self.model), tuple(self.bank))
+        if key not in _BANK_EMBEDDINGS:  # one encoding per bank, whatever the threshold
+            if len(_BANK_EMBEDDINGS) >= 8:
+                _BANK_EMBEDDINGS.pop(next(iter(_BANK_EMBEDDINGS)))
+            _BANK_EMBEDDINGS[key] = self._encode(self.bank)
+        self._bank_emb = _BANK_EMBEDDINGS[key]
 
     @classmethod
     def cached(cls, bank: tuple, threshold=None, model_path=None, device="cpu") -> "EmbeddingUnifier":

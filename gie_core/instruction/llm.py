@@ -77,6 +77,7 @@ class LLMUnifier:
         self.tokenizer, self.model = load_causal_lm(model_path, device)
         self.device = device
         self.max_new_tokens = int(max_new_tokens)
+        self._answers: dict[str, str] = {}  # greedy decoding is deterministic: decode each text once
 
     @classmethod
     def cached(cls, model_path, device: str = "cpu") -> "LLMUnifier":
@@ -84,15 +85,22 @@ class LLMUnifier:
 
     def generate(self, cleaned: str) -> str:
         """The raw greedy continuation of the prompt for one cleaned instruction."""
+        if cleaned in self._answers:
+            return self._answers[cleaned]
         import torch
         enc = self.tokenizer(build_prompt(cleaned), return_tensors="pt").to(self.device)
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         with torch.no_grad():
+            # Only the first line is used, so decoding stops at a newline.
             out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      num_beams=1, pad_token_id=pad)
-        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                                      num_beams=1, pad_token_id=pad, stop_strings=["\n"],
+                                      tokenizer=self.tokenizer)
+        answer = self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        if len(self._answers) < 100_000:
+            self._answers[cleaned] = answer
+        return answer
 
     def unify_one(self, cleaned: str) -> str:
         # Canonical input is returned as is (this keeps the backend idempotent); otherwise the

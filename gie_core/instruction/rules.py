@@ -171,8 +171,9 @@ _STYLE_SYNONYMS = {"watercolour": "watercolor", "watercolor": "watercolor painti
                    "b&w": "black and white", "studio ghibli": "ghibli", "manga": "manga",
                    "cartoons": "cartoon", "acrylic": "acrylic painting", "gouache": "gouache painting"}
 
-_ARTICLE = re.compile(r"^(?:a|an|the|some|this|that|these|those|any)\s+(?!(?:few|couple|lot|bunch|pair)\b)")
-_BARE_DETERMINERS = frozenset("a an the some this that these those any".split())
+_ARTICLE = re.compile(r"^(?:a|an|the|some|this|that|these|those|any|all(?: of)?|every|each)\s+"
+                      r"(?!(?:few|couple|lot|bunch|pair|little|bit)\b)")
+_BARE_DETERMINERS = frozenset("a an the some this that these those any all every each".split())
 _ENTITY_TRAILERS = re.compile(
     r"(?:\s+(?:from|in|of|out of|off) (?:the |this )?(?:picture|image|photo|photograph|pic|scene|"
     r"shot|frame)|\s+(?:out|off|away|again|entirely|completely|altogether|as well))+$"
@@ -189,8 +190,26 @@ def entity(text: str) -> str:
     return "" if text in _BARE_DETERMINERS else text
 
 
+_NOT_ENTITY = frozenset("nothing anything everything none something changes change edits "
+                        "modifications".split())
+_BAD_LAST_WORD = frozenset("more less very too so much quite really extra even not or and then "
+                           "with into look looks seem seems appear appears be feel is are".split())
+_NEGATION = re.compile(r"\b(?:not|never|don't|dont|doesn't|no longer|without|neither|nor)\b")
+
+
 def _valid_entity(text: str) -> bool:
-    return bool(text) and len(text) <= 200 and not re.search(r"[;,]|\b(?:and|then|with|into)\b$", text)
+    """A noun phrase we are willing to carry into a canonical clause. Rejecting here makes the
+    clause unparsed, which is always safe: the cleaned input comes back."""
+    if not text or len(text) > 200 or re.search(r"[;,]", text) or text in _NOT_ENTITY:
+        return False
+    words = text.split()
+    if words[-1] in _BAD_LAST_WORD or _NEGATION.search(text):
+        return False
+    if len(words) > 1 and words[0] in ("it", "this", "that", "i", "you", "we"):
+        return False
+    return not (words[0].endswith("ing") and words[0] not in ("king", "ring", "wing", "string",
+                                                              "building", "painting", "clothing",
+                                                              "ceiling", "swing", "spring"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -449,6 +468,8 @@ def _background_value(v: str) -> str | None:
 
 
 def _give(x: str, y: str) -> Edit | None:
+    if x.strip() in ("me", "us"):
+        return _add_clause(y)  # "give me a red car" asks for an object
     target = _ent_or_none(x)
     y = y.strip()
     if target is None:
@@ -704,13 +725,20 @@ def parse_clause(clause: str) -> Edit | None:
             return e
 
     # add
-    m = re.match(r"^(?:add|insert|include|put|place|draw|create|introduce|bring in|drop|"
-                 r"throw in|stick|show)\s+(.+)$", c)
+    m = re.match(r"^(put|place|drop|stick)\s+(?:the|his|her|their|its)\s", c)
+    if m:
+        return None  # "put the cat on the left" moves something that is already there
+    m = re.match(r"^(?:give me|show me|add|insert|include|put|place|draw|create|introduce|"
+                 r"bring in|drop|throw in|stick|show)\s+(.+)$", c)
     if m:
         return _add_clause(m.group(1))
     m = re.match(r"^(?:there should be|there is|there are|i want|i'd like|i would like|"
                  r"we need|i need)\s+(.+)$", c)
     if m:
+        # "i'd like the car red" states a change; "i want a red car" asks for an object.
+        made = parse_clause("make " + m.group(1))
+        if made is not None:
+            return made
         return _add_clause(m.group(1))
 
     # bare whole-image values: "at sunset", "van gogh style", "in winter"
