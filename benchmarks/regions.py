@@ -107,15 +107,14 @@ def main() -> None:
 
         m2f, fp = args.mask2former, args.face_parsing
         if m2f is None or fp is None:
-            sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-            from test_regions_models import _save_face_parser, _save_mask2former
+            from gie_core.regions.tiny import save_tiny_face_parser, save_tiny_mask2former
 
             if m2f is None:
                 m2f = os.path.join(tmp, "m2f")
-                _save_mask2former(m2f, "person")
+                save_tiny_mask2former(m2f, "person")
             if fp is None:
                 fp = os.path.join(tmp, "fp")
-                _save_face_parser(fp, "skin")
+                save_tiny_face_parser(fp, "skin")
         det = load_detector("mask2former", m2f, device=args.device)
         rows.append((f"mask2former person{'' if args.mask2former else ' (tiny random model)'}",
                      images_per_s(lambda x: region_mask(x, region="person", model=det), images, args.repeats)))

@@ -10,65 +10,20 @@ transformers = pytest.importorskip("transformers")
 
 from gie_core.cli import main as cli_main  # noqa: E402
 from gie_core.regions import detect_regions, load_detector, region_mask  # noqa: E402
-
-M2F_LABELS = {0: "person", 1: "car", 2: "sky", 3: "dog"}
-FACE_LABELS = {0: "background", 1: "skin", 2: "nose", 3: "l_eye", 4: "r_eye", 5: "u_lip", 6: "hair", 7: "neck"}
-
-
-def _processor(name):
-    cls = getattr(transformers, name + "Pil", None) or getattr(transformers, name)
-    return cls
-
-
-def _save_mask2former(folder, favour: str):
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
-
-    torch.manual_seed(0)
-    backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
-                          window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"])
-    cfg = Mask2FormerConfig(backbone_config=backbone, num_labels=4, id2label=M2F_LABELS,
-                            label2id={v: k for k, v in M2F_LABELS.items()}, hidden_dim=32, num_queries=8,
-                            encoder_layers=1, decoder_layers=2, num_attention_heads=2, dim_feedforward=64,
-                            mask_feature_size=32, feature_size=32, encoder_feedforward_dim=64,
-                            use_auxiliary_loss=False)
-    model = Mask2FormerForUniversalSegmentation(cfg).eval()
-    with torch.no_grad():  # every query predicts `favour`: semantic inference labels every pixel with it
-        model.class_predictor.weight.zero_()
-        model.class_predictor.bias.fill_(-10.0)
-        model.class_predictor.bias[{v: k for k, v in M2F_LABELS.items()}[favour]] = 10.0
-    model.save_pretrained(folder)
-    _processor("Mask2FormerImageProcessor")(size={"shortest_edge": 64, "longest_edge": 128},
-                                            size_divisor=32).save_pretrained(folder)
-
-
-def _save_face_parser(folder, favour: str):
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
-    torch.manual_seed(0)
-    cfg = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-                          num_attention_heads=[1, 1], patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2],
-                          decoder_hidden_size=16, num_labels=len(FACE_LABELS), id2label=FACE_LABELS,
-                          label2id={v: k for k, v in FACE_LABELS.items()})
-    model = SegformerForSemanticSegmentation(cfg).eval()
-    with torch.no_grad():
-        model.decode_head.classifier.weight.zero_()
-        model.decode_head.classifier.bias.fill_(-5.0)
-        model.decode_head.classifier.bias[{v: k for k, v in FACE_LABELS.items()}[favour]] = 5.0
-    model.save_pretrained(folder)
-    _processor("SegformerImageProcessor")(size={"height": 64, "width": 64}).save_pretrained(folder)
-
+from gie_core.regions.tiny import (FACE_PARSING_LABELS, save_tiny_face_parser,  # noqa: E402
+                                  save_tiny_mask2former)
 
 @pytest.fixture(scope="module")
 def m2f_car(tmp_path_factory):
     d = tmp_path_factory.mktemp("m2f_car")
-    _save_mask2former(d, "car")
+    save_tiny_mask2former(d, "car")
     return d
 
 
 @pytest.fixture(scope="module")
 def parser_hair(tmp_path_factory):
     d = tmp_path_factory.mktemp("parser_hair")
-    _save_face_parser(d, "hair")
+    save_tiny_face_parser(d, "hair")
     return d
 
 
@@ -87,7 +42,7 @@ def test_mask2former_label_selection(m2f_car):
 
 
 def test_mask2former_other_favoured_label(tmp_path):
-    _save_mask2former(tmp_path, "dog")
+    save_tiny_mask2former(tmp_path, "dog")
     res = detect_regions(IMG[0], region="label:dog+sky", model=tmp_path)
     assert res.found == [True] and bool((res.masks == 1).all())
     assert region_mask(IMG[0], region="label:car", model=tmp_path).sum() == 0
@@ -103,7 +58,7 @@ def test_mask2former_unknown_label_lists_known_ones(m2f_car):
 
 def test_face_parser_regions_and_combinations(parser_hair):
     det = load_detector("face_parsing", parser_hair, device="cpu")
-    assert det.labels == list(FACE_LABELS.values())
+    assert det.labels == list(FACE_PARSING_LABELS.values())
     hair, info = region_mask(IMG, region="hair", model=det, return_info=True)
     assert info.backend == "face_parsing" and hair.shape == (2, 70, 90) and bool((hair == 1).all())
     face, info = region_mask(IMG, region="face", model=parser_hair, return_info=True)
@@ -116,7 +71,7 @@ def test_face_parser_regions_and_combinations(parser_hair):
 
 
 def test_face_parser_face_alias_uses_face_parts(tmp_path):
-    _save_face_parser(tmp_path, "nose")
+    save_tiny_face_parser(tmp_path, "nose")
     assert bool((region_mask(IMG, region="face", model=tmp_path) == 1).all())
     assert region_mask(IMG, region="hair", model=tmp_path).sum() == 0
 
