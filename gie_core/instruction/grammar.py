@@ -27,7 +27,6 @@ that exist in the image and ``a``/``an`` to things that are added, unless plural
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 # The fixed clause order: object-level edits first, whole-image edits last.
@@ -188,4 +187,3 @@ def render(edits: list[Edit]) -> str:
     return CLAUSE_SEPARATOR.join(out)
 
 
-_WS = re.compile(r"\s+")

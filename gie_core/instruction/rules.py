@@ -29,7 +29,7 @@ _POLITE_PREFIX = re.compile(
 )
 _POLITE_SUFFIX = re.compile(
     r"[\s,]*\b(?:please|pls|plz|thanks|thank you|thx|for me|if possible|if you can|if you could|"
-    r"as well|too|a bit|a little|slightly)$"
+    r"as well|too)$"
 )
 _EDGE_PUNCT = "\"'.,;:!?()[]{}…。、，！？ "
 
