@@ -113,3 +113,26 @@ def test_cli_writes_masks_and_overlays(tmp_path, m2f_car):
     assert np.asarray(Image.open(out / "coffee_car.png")).min() == 255
     assert cli_main(["mask", str(tmp_path / "nope.png")]) == 2
     assert cli_main(["mask", str(inp), "-o", str(out), "--region", "label:zebra", "--model", str(m2f_car)]) == 2
+
+
+def test_face_parser_parses_face_crops(parser_hair):
+    import skimage.data
+
+    from gie_core.regions.haar import HaarFaceDetector
+
+    astronaut = skimage.data.astronaut()
+    hair, info = region_mask(astronaut, region="hair", model=parser_hair, return_info=True)
+    m = hair[0].numpy()
+    (box,) = HaarFaceDetector().boxes(astronaut)
+    rows, cols = np.nonzero(m)
+    # the parser (favouring hair everywhere) saw only a square crop around the face, ~2.2x the box
+    side = 2.2 * box[2]
+    assert abs((rows.max() - rows.min() + 1) - side) <= 2 and abs((cols.max() - cols.min() + 1) - side) <= 2
+    assert m[127, 225] == 1 and m[10, 10] == 0 and m[500, 500] == 0 and info.boxes == [[box]]
+    assert 0.1 < m.mean() < 0.3
+    whole = region_mask(astronaut, region="hair", model=parser_hair, face_crops=False)
+    assert bool((whole == 1).all())
+    coffee = region_mask(skimage.data.coffee(), region="hair", model=parser_hair)  # no face: parsed whole
+    assert bool((coffee == 1).all())
+    with pytest.raises(ValueError, match="crop_context"):
+        region_mask(astronaut, region="hair", model=parser_hair, crop_context=0.5)

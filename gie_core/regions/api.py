@@ -59,7 +59,8 @@ def load_detector(backend: str = "auto", model: str | Path | Any = None, region:
     backend under "auto") or an already loaded detector, returned as is. Without a model, "auto"
     means the offline Haar face detector, which handles ``region="face"`` only.
     ``options`` go to the detector: Haar: detect_size, scale_factor, min_neighbors, min_face, profile;
-    learned backends: device, batch_size, dtype."""
+    learned backends: device, batch_size, dtype; face_parsing also face_crops (parse square crops around
+    Haar-found faces, default True) and crop_context (crop side / face box side, default 2.2)."""
     if model is not None and hasattr(model, "detect") and hasattr(model, "check_region"):
         return model
     backend = _normalise_backend(backend)
