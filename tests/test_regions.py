@@ -182,6 +182,8 @@ def test_mixed_sizes_and_bad_options_are_rejected():
         region_mask(a, region="face+hair", backend="haar")
     with pytest.raises(ValueError, match="model"):
         region_mask(a, region="person")  # auto without a model folder cannot find people
+    with pytest.raises(ValueError, match="haar"):
+        region_mask(a, face_crops=False)  # a face-parser option given to the Haar backend
 
 
 # ---------------------------------------------------------------- post-processing

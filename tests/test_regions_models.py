@@ -112,6 +112,9 @@ def test_cli_writes_masks_and_overlays(tmp_path, m2f_car):
                      "--model", str(m2f_car), "--suffix", "_car"]) == 0
     assert np.asarray(Image.open(out / "coffee_car.png")).min() == 255
     assert cli_main(["mask", str(tmp_path / "nope.png")]) == 2
+    assert cli_main(["mask", str(inp), "-o", str(out), "--whole-image"]) == 2  # no face parser given
+    assert cli_main(["mask", str(inp), "-o", str(out), "--profile", "--region", "person",
+                     "--model", str(m2f_car)]) == 2
     assert cli_main(["mask", str(inp), "-o", str(out), "--region", "label:zebra", "--model", str(m2f_car)]) == 2
 
 

@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feather", type=float, default=0, help="soft edge of N pixels around each region")
     p.add_argument("--min-area", type=int, default=0, help="ignore regions smaller than N pixels")
     p.add_argument("--profile", action="store_true", help="haar: also look for faces in profile (slower)")
+    p.add_argument("--whole-image", action="store_true",
+                   help="face parsing: parse whole images instead of crops around detected faces")
     p.add_argument("--device", default=None, help="learned backends: torch device (default: cuda if available)")
     p.add_argument("--overlay", action="store_true",
                    help="also write <name>_overlay.png: the image with the mask tinted red, for checking")
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     if args.profile:
         options["profile"] = True
+    if args.whole_image:
+        options["face_crops"] = False
     if args.device is not None:
         options["device"] = args.device
     empty: list[str] = []

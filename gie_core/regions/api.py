@@ -1,6 +1,7 @@
 """``region_mask`` / ``detect_regions``: one entry point over the region backends."""
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,17 +89,18 @@ def load_detector(backend: str = "auto", model: str | Path | Any = None, region:
         det = _detectors.get(key)
         if det is None:
             if backend == "haar":
-                from .haar import HaarFaceDetector
-
-                det = HaarFaceDetector(**options)
+                from .haar import HaarFaceDetector as cls
             elif backend == "mask2former":
-                from .segmentation import Mask2FormerDetector
-
-                det = Mask2FormerDetector(folder, **options)
+                from .segmentation import Mask2FormerDetector as cls
             else:
-                from .segmentation import FaceParsingDetector
-
-                det = FaceParsingDetector(folder, **options)
+                from .segmentation import FaceParsingDetector as cls
+            args = () if backend == "haar" else (folder,)
+            try:
+                inspect.signature(cls).bind(*args, **options)
+            except TypeError as e:
+                raise ValueError(f"options {sorted(options)}: not all apply to the {backend!r} backend ({e}); see "
+                                 "gie_core.regions.load_detector for each backend's options") from None
+            det = cls(*args, **options)
             if len(_detectors) >= 4:  # bound memory: learned detectors hold whole models
                 _detectors.pop(next(iter(_detectors)))
             _detectors[key] = det
