@@ -222,3 +222,39 @@ def test_cached_hint_encoder_wraps_a_plain_encoder():
         a = block(hint, None, None)
         b = block(hint, None, None)
     assert calls == [2] and torch.equal(a, b)
+
+
+def test_batch_larger_than_cache_capacity_still_hits(encoder):
+    encoder.hint_cache.max_entries = 2
+    count = StemCounter(encoder)
+    hints = torch.rand(5, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        first = encoder(hints)
+        second = encoder(hints)
+    assert count.calls == 1 and torch.equal(first, second)
+
+
+def test_moving_or_casting_the_encoder_drops_the_cache(encoder):
+    hint = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        encoder(hint)
+    assert len(encoder.hint_cache) == 1
+    encoder.float()
+    assert len(encoder.hint_cache) == 0
+    with torch.no_grad():
+        assert encoder(hint).dtype == torch.float32
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    enc = VMambaHintEncoder(HintEncoderConfig(**SMALL)).double()
+    randomise_output_conv(enc)
+    hint = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    grads = []
+    for checkpointing in (False, True):
+        enc.zero_grad()
+        enc.gradient_checkpointing = checkpointing
+        enc(hint).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in enc.named_parameters()})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-10, atol=1e-12)

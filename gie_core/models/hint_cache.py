@@ -48,7 +48,7 @@ class HintFeatureCache:
             raise ValueError(f"HintFeatureCache: max_entries must be >= 1, got {max_entries}")
         self.max_entries = int(max_entries)
         self.enabled = bool(enabled)
-        self._entries: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
         self._fingerprint: tuple | None = None
         self._next_key = 0
         #: Rows encoded / rows served from the cache or a duplicate row, since the last clear().
@@ -69,10 +69,17 @@ class HintFeatureCache:
         """Whether a call now may use the cache: enabled and autograd off."""
         return self.enabled and not torch.is_grad_enabled()
 
-    def _lookup(self, row: torch.Tensor) -> torch.Tensor | None:
-        for key, (cached_row, feats) in self._entries.items():
+    @staticmethod
+    def _probe(row: torch.Tensor) -> torch.Tensor:
+        """A strided sample of ``row``: equal probes are necessary for equal rows, and cheap to compare."""
+        flat = row.reshape(-1)
+        return flat[:: max(1, flat.numel() // 1024)]
+
+    def _lookup(self, row: torch.Tensor, probe: torch.Tensor) -> torch.Tensor | None:
+        for key, (cached_row, cached_probe, feats) in self._entries.items():
             if (cached_row.shape == row.shape and cached_row.dtype == row.dtype
-                    and cached_row.device == row.device and torch.equal(cached_row, row)):
+                    and cached_row.device == row.device and torch.equal(cached_probe, probe)
+                    and torch.equal(cached_row, row)):
                 self._entries.move_to_end(key)
                 return feats
         return None
@@ -90,27 +97,30 @@ class HintFeatureCache:
             self._entries.clear()
             self._fingerprint = fingerprint
         rows = list(hint.unbind(0))
+        probes = [self._probe(r) for r in rows]
         # Unique rows of this batch: CFG batches repeat the same hint for the cond/uncond halves.
-        unique: list[torch.Tensor] = []
+        unique: list[int] = []
         index: list[int] = []
-        for row in rows:
+        for i, row in enumerate(rows):
             for j, u in enumerate(unique):
-                if torch.equal(u, row):
+                if torch.equal(probes[u], probes[i]) and torch.equal(rows[u], row):
                     index.append(j)
                     break
             else:
                 index.append(len(unique))
-                unique.append(row)
-        feats: list[torch.Tensor | None] = [self._lookup(u) for u in unique]
+                unique.append(i)
+        feats: list[torch.Tensor | None] = [self._lookup(rows[i], probes[i]) for i in unique]
         missing = [j for j, f in enumerate(feats) if f is None]
         if missing:
-            new = encode(torch.stack([unique[j] for j in missing]))
+            new = encode(torch.stack([rows[unique[j]] for j in missing]))
             for j, f in zip(missing, new.unbind(0)):
                 feats[j] = f
-                self._entries[self._next_key] = (unique[j].clone(), f)
+                row = rows[unique[j]].clone()  # our own copy: the caller may edit its tensor in place
+                self._entries[self._next_key] = (row, self._probe(row), f)
                 self._next_key += 1
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
+            # Keep at least this batch's rows, so a batch larger than max_entries still hits next step.
+            while len(self._entries) > max(self.max_entries, len(unique)):
+                self._entries.popitem(last=False)
         self.rows_encoded += len(missing)
         self.rows_reused += len(rows) - len(missing)
         return torch.stack([feats[j] for j in index])

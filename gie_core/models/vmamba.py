@@ -252,6 +252,8 @@ class VMambaHintEncoder(nn.Module):
             what = ("RGB plus a target-cell channel" if cfg.use_target_channel else f"{cfg.in_channels} image channels")
             raise ValueError(f"VMambaHintEncoder: hint must have {want_c} channels ({what}), got "
                              f"{hint.shape[1]} in shape {tuple(hint.shape)}")
+        if hint.shape[0] == 0:
+            raise ValueError(f"VMambaHintEncoder: hint batch is empty, shape {tuple(hint.shape)}")
         h, w = hint.shape[-2:]
         if h % LATENT_FACTOR or w % LATENT_FACTOR or h == 0 or w == 0:
             raise ValueError(f"VMambaHintEncoder: hint height and width must be positive multiples of "
