@@ -47,4 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m gie_core.cli` this module is __main__, a second copy whose CLIError is not
+    # the one subcommands raise: dispatch through the importable module instead.
+    from gie_core.cli import main as _main
+
+    sys.exit(_main())
