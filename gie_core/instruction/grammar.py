@@ -49,6 +49,7 @@ _NUMBER_WORDS = frozenset(
 )
 # Words that are not articles but make an article wrong ("the man's hat", "his hat", "two dogs").
 _DETERMINER_LIKE = frozenset("his her their its my your our".split()) | _NUMBER_WORDS
+_PRONOUNS = frozenset("it him her them me us he she they everything you".split())
 _AN_EXCEPTIONS = ("uni", "use", "usu", "eu", "one", "ur")
 _AN_SILENT_H = ("hour", "honest", "honou", "heir")
 
@@ -65,7 +66,7 @@ def is_plural(noun_phrase: str) -> bool:
 def definite(entity: str) -> str:
     """``car`` -> ``the car``; leaves pronouns, possessive determiners and numbers alone."""
     first = entity.split(" ", 1)[0]
-    if first in {"it", "him", "her", "them", "me", "us", "he", "she", "they", "everything"}:
+    if first in _PRONOUNS:
         return entity
     if first in _DETERMINER_LIKE or first.isdigit():
         return entity if first not in _NUMBER_WORDS else "the " + entity
@@ -79,7 +80,7 @@ def indefinite(entity: str) -> str:
     if not words:
         return entity
     first = words[0]
-    if first in _DETERMINER_LIKE or first.isdigit() or "'s" in entity:
+    if first in _DETERMINER_LIKE or first.isdigit() or "'s" in entity or first in _PRONOUNS:
         return entity
     if is_plural(entity) or words[-1] in UNCOUNTABLE:
         return entity

@@ -227,8 +227,8 @@ def _global_value(v: str) -> str:
     v = _strip_look(v)
     v = re.sub(r"^(?:in|into|to|at|during|on|for)\s+", "", v)
     v = entity(v)
-    v = re.sub(r"\s+(?:scene|setting|season|weather|time|vibe|mood|atmosphere|look|theme|"
-               r"landscape|version|image|photo|picture)$", "", v)
+    v = re.sub(r"(?<=\S)\s+(?:scene|setting|season|weather|time|vibe|mood|atmosphere|look|theme|"
+               r"landscape|version|image|photo|picture|day)$", "", v)
     return v.strip()
 
 
@@ -435,6 +435,13 @@ def _target_value(verb: str, x: str, v: str) -> Edit | None:
     m = re.match(r"^(?:have|with)\s+(.+)$", v)
     if m:
         return _give(x, m.group(1))
+    m = re.match(r"^(?:be |look like |into )?(an? \S.*)$", v)
+    if m and verb in ("make", "turn") and not _STYLE_INDICATORS.search(v):
+        # "make the dog a cat" / "make her a zombie": the thing becomes another thing.
+        y = entity(m.group(1))
+        if _valid_entity(y) and y != target and not y.endswith(" one") and colour_value(y) is None \
+                and material_value(y) is None:
+            return Edit("replace", target=target, value=y)
     c = colour_value(_strip_look(v))
     if c is not None:
         return Edit("colour", target=target, value=c)
@@ -725,7 +732,7 @@ def parse_clause(clause: str) -> Edit | None:
             return e
 
     # add
-    m = re.match(r"^(put|place|drop|stick)\s+(?:the|his|her|their|its)\s", c)
+    m = re.match(r"^(put|place|drop|stick)\s+(?:(?:the|his|her|their|its)\s|(?:him|her|them|it|me|us)\b)", c)
     if m:
         return None  # "put the cat on the left" moves something that is already there
     m = re.match(r"^(?:give me|show me|add|insert|include|put|place|draw|create|introduce|"
