@@ -153,6 +153,16 @@ def test_unparsed_text_is_cleaned_not_mangled(text, expected):
     assert not is_canonical(unify(text))
 
 
+@pytest.mark.parametrize("text", [
+    "don't remove the car", "without changing the background, make it winter",
+    "put the cat on the left", "Put them in outer space", "make the car not red",
+    "make the sky more blue", "remove nothing", "make it brighter slightly",
+])
+def test_negations_moves_and_degrees_are_not_guessed(text):
+    # Refusing is safe (the cleaned input comes back); a wrong canonical clause is not.
+    assert unify(text) == clean(text) and parse(text) == []
+
+
 def test_unicode_forms_are_normalised():
     decomposed = "e\u0301te\u0301 ensoleille\u0301"  # é as e + combining accent
     assert unify(decomposed) == unify("été ensoleillé")
