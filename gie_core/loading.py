@@ -317,11 +317,13 @@ def load_controlnet(path, *, dtype: torch.dtype | str | None = torch.float32, un
         except ImportError as e:  # pragma: no cover - models package is part of gie_core
             raise ModelLoadError(f"controlnet: the VMamba ControlNet loader is unavailable ({e})") from None
         try:
-            model = load_vmamba_controlnet(p, dtype=dtype, base_config=unet)
+            model = load_vmamba_controlnet(p, base_config=unet)
         except ValueError as e:  # the models package's errors are ValueErrors with clear messages
             raise ModelLoadError(f"controlnet: {e}") from None
     if unet is not None:
         check_compatible(unet, model, source=str(p))
+    if model.dtype != dtype:
+        model.to(dtype=dtype)
     return model.eval()
 
 
@@ -371,6 +373,9 @@ def load_pipeline(base, controlnet, *, device: str | torch.device = "cpu", dtype
     if cpu_offload and dev.type != "cuda":
         raise ModelLoadError("cpu_offload: only meaningful with a CUDA device")
     torch_dtype = resolve_dtype(dtype, dev)
+    cn_path = _existing(controlnet, "controlnet")  # fail before the (slow) base load
+    if cn_path.is_file() and cn_path.suffix.lower() not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
+        raise ModelLoadError(f"controlnet: {cn_path} has an unknown format {cn_path.suffix!r}; expected .safetensors")
     parts = load_base(base, dtype=torch_dtype, allow_pickle=allow_pickle, tokenizer=tokenizer,
                       config_dir=config_dir)
     cn = load_controlnet(controlnet, dtype=torch_dtype, unet=parts["unet"])

@@ -288,6 +288,9 @@ class InstructGIEPipeline(StableDiffusionControlNetInpaintPipeline):
             )
         finally:
             self.scheduler = previous
+            clear = getattr(self.controlnet, "clear_hint_cache", None)
+            if callable(clear):  # hint features are per run; free them
+                clear()
         grids = result.images.permute(0, 2, 3, 1).float().clamp(0, 1).contiguous()
         sizes = {tuple(p.content_box[2:]) if not original_size else tuple(p.source_box[2:])
                  for p in prompt.layout.placements}

@@ -169,8 +169,8 @@ def tiny_clip_vocab(vocab_size: int = 1000) -> tuple[dict[str, int], list[str]]:
         merges.append(f"{a} {b}")
         tokens.append(a + b)
         known.add(a + b)
-    if len(tokens) != vocab_size - 2:  # pragma: no cover - guarded by the arithmetic above
-        raise RuntimeError(f"tiny vocab has {len(tokens)} tokens, expected {vocab_size - 2}")
+    if len(tokens) != vocab_size - 2:
+        raise ValueError(f"vocab_size: the tiny BPE can fill at most {len(tokens) + 2} tokens, got {vocab_size}")
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {t: i for i, t in enumerate(tokens)}, merges
 

@@ -115,7 +115,7 @@ def test_seeds_reproduce_bit_for_bit_and_per_query(pipe):
 
 def test_schedulers_by_name_cfg_and_control(pipe):
     ex, q = examples(1), smooth(64, 64, seed=6)
-    base = dict(tile=TILE, num_inference_steps=2, seed=1)
+    base = dict(tile=TILE, num_inference_steps=2, seed=1, guidance_scale=1.0)  # CFG off unless tested
     default_sched = type(pipe.scheduler)
     runs = {name: pipe.edit(ex, q, "make it winter", scheduler=name, **base).latents
             for name in ("ddim", "euler_a", "dpmpp_2m_karras", "UniPCMultistepScheduler")}
@@ -124,11 +124,11 @@ def test_schedulers_by_name_cfg_and_control(pipe):
     for lat in runs.values():
         assert torch.isfinite(lat).all()
     ref = runs["ddim"]
-    no_cfg = pipe.edit(ex, q, "make it winter", scheduler="ddim", guidance_scale=1.0, **base).latents
+    cfg = pipe.edit(ex, q, "make it winter", scheduler="ddim", **{**base, "guidance_scale": 7.5}).latents
     no_ctrl = pipe.edit(ex, q, "make it winter", scheduler="ddim", control_strength=0.0, **base).latents
     late = pipe.edit(ex, q, "make it winter", scheduler="ddim", control_start=0.5, **base).latents
     other_text = pipe.edit(ex, q, "make it black and white", scheduler="ddim", **base).latents
-    for other in (no_cfg, no_ctrl, late, other_text):
+    for other in (cfg, no_ctrl, late, other_text):
         assert not torch.allclose(ref, other, atol=1e-4)
     # control_strength 0 is the UNet alone: the same as a ControlNet that acts on no step
     none_late = pipe.edit(ex, q, "make it winter", scheduler="ddim", control_start=0.0, control_end=1e-6,
