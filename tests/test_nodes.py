@@ -271,6 +271,11 @@ def test_hint_block_matches_the_encoder_and_caches_across_steps():
         out64 = block(hint.double(), None, context.double())
     assert out64.dtype == torch.float64
     torch.testing.assert_close(out64.float(), want)
+    # Half precision in and out (ComfyUI on a GPU); the encoder itself runs in float32.
+    with torch.no_grad():
+        out16 = block(hint.half(), None, context.half())
+    assert out16.dtype == torch.float16 and torch.isfinite(out16).all()
+    torch.testing.assert_close(out16.float(), enc.encode(hint.half().float()), atol=2e-3, rtol=2e-3)
 
 
 def test_hint_block_refuses_sdxl_text_features_with_an_actionable_message():
