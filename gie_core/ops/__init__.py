@@ -168,13 +168,43 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     return out
 
 
-def cross_scan(x):
-    """``(b, c, h, w)`` → ``(b, 4, c, h*w)``: row-major, column-major, and both reversed."""
+def _cross_backend(backend: str, device: torch.device) -> str:
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and _triton_importable() else "torch"
+    if backend not in ("torch", "triton"):
+        raise ValueError(f"cross_scan/cross_merge: backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    if backend == "triton" and not _triton_usable(device):
+        raise ValueError(f"cross_scan/cross_merge: backend 'triton' is unavailable on {device} "
+                         "(needs triton, and CUDA or TRITON_INTERPRET=1)")
+    return backend
+
+
+def cross_scan(x, *, backend="auto"):
+    """``(b, c, h, w)`` → ``(b, 4, c, h*w)``: row-major, column-major, and both reversed.
+
+    ``backend``: "auto" (fused Triton kernel on CUDA when triton is installed, else torch),
+    "torch" or "triton". Differentiable; its backward is ``cross_merge``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"cross_scan: x must have shape (batch, channels, height, width), got {shape}")
+    if _cross_backend(backend, x.device) == "triton":
+        from .triton_cross import cross_scan_triton
+        return cross_scan_triton(x)
     return cross_scan_reference(x)
 
 
-def cross_merge(y, h, w):
-    """``(b, 4, c, h*w)`` → ``(b, c, h*w)``: un-permute each direction and sum (adjoint of cross_scan)."""
+def cross_merge(y, h, w, *, backend="auto"):
+    """``(b, 4, c, h*w)`` → ``(b, c, h*w)``: un-permute each direction and sum (adjoint of cross_scan).
+
+    ``backend`` as for ``cross_scan``.
+    """
+    if not isinstance(y, torch.Tensor) or y.dim() != 4 or y.shape[1] != 4 or y.shape[3] != h * w:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"cross_merge: y must have shape (batch, 4, channels, {h}*{w}={h * w}), got {shape}")
+    if _cross_backend(backend, y.device) == "triton":
+        from .triton_cross import cross_merge_triton
+        return cross_merge_triton(y, h, w)
     return cross_merge_reference(y, h, w)
 
 

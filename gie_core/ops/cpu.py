@@ -25,6 +25,8 @@ import mmap
 import torch
 import torch.nn.functional as F
 
+from ._extras import scan_with_extras
+
 
 def default_chunk(length: int) -> int:
     """Steps per chunk, ~sqrt(length / 4): the per-step loop runs big (parallel) ops, the
@@ -239,28 +241,11 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
                        return_last_state=False, chunk: int | None = None):
     """``selective_scan`` semantics on the fast pure-PyTorch path (inputs assumed validated).
 
-    Computes in float32 (float64 stays float64) and returns u's dtype.
+    Computes in float32 (float64 stays float64) and returns u's dtype; ``chunk`` overrides the
+    steps per chunk (tests use it to force many chunks on short sequences).
     """
-    dtype_in = u.dtype
-    cdt = torch.promote_types(dtype_in, torch.float32)
-    u_ = u.to(cdt).contiguous()
-    delta_ = delta.to(cdt)
-    if delta_bias is not None:
-        delta_ = delta_ + delta_bias.to(cdt)[:, None]
-    if delta_softplus:
-        delta_ = F.softplus(delta_)
-    delta_ = delta_.contiguous()
-    B_ = (B.unsqueeze(1) if B.dim() == 3 else B).to(cdt)
-    C_ = (C.unsqueeze(1) if C.dim() == 3 else C).to(cdt)
-    if B_.shape[1] != C_.shape[1]:  # one shared (b, n, l), the other grouped: share by expanding
-        g = max(B_.shape[1], C_.shape[1])
-        B_ = B_.expand(-1, g, -1, -1)
-        C_ = C_.expand(-1, g, -1, -1)
-    y, last = SelectiveScanCPU.apply(u_, delta_, A.to(cdt).contiguous(), B_.contiguous(),
-                                     C_.contiguous(), chunk)
-    if D is not None:
-        y = y + u_ * D.to(cdt)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(cdt))
-    y = y.to(dtype_in)
-    return (y, last.to(dtype_in)) if return_last_state else y
+    def core(u_, delta_, A_, B_, C_):
+        return SelectiveScanCPU.apply(u_, delta_, A_, B_, C_, chunk)
+
+    return scan_with_extras(core, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                            return_last_state)
