@@ -9,7 +9,9 @@ scheduler (DDIM), classifier-free guidance, ``--steps`` denoising steps at a ``-
   CFG halves).
 
 Printed: seconds per run (median of ``--repeats``, runs interleaved so machine load hits all three
-alike) and the ratios vmamba/baseline (target ≤ 1.05) and nocache/baseline.
+alike) and the ratios vmamba/baseline (target ≤ 1.05) and nocache/baseline, both in wall-clock time
+and in this process's CPU time (user+system, all threads): on a shared machine the CPU-time ratio is
+the steadier one, since waiting for a core does not count.
 
 Model choice: the text encoder and VAE are gie_core.tiny's (they run once per sampling run and are
 the same for all three, so they only dilute the ratio); the UNet is "moderate" by default —
@@ -68,11 +70,19 @@ def make_pipe(unet, controlnet, parts):
     return pipe
 
 
+def resolve(ops) -> str:
+    """Which selective-scan backend "auto" uses here (for the printout)."""
+    try:
+        return ops.resolve_backend("auto", torch.device("cpu"))
+    except Exception:  # older gie_core.ops without resolve_backend
+        return "?"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=512, help="grid size in pixels (multiple of 64)")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per variant (median reported)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per variant (median reported)")
     ap.add_argument("--unet", choices=("moderate", "tiny", "sd15"), default="moderate")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
@@ -99,22 +109,21 @@ def main(argv=None) -> int:
     call = dict(prompt="make it look like winter", image=hint, num_inference_steps=args.steps,
                 guidance_scale=7.5, height=args.size, width=args.size, output_type="np")
 
-    def run(variant: str) -> float:
+    def run(variant: str) -> tuple[float, float]:
         pipe = pipes["baseline" if variant == "baseline" else "vmamba"]
         vmamba_cn.hint_caching = variant != "nocache"
         vmamba_cn.clear_hint_cache()  # each run starts cold: the cached run pays for its one encode
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         pipe(**call, generator=torch.Generator().manual_seed(0))
-        return time.perf_counter() - t0
+        return time.perf_counter() - w0, time.process_time() - c0
 
-    from gie_core.ops import selective_scan  # noqa: F401  (report which backend "auto" is)
     import gie_core.ops as ops
 
     n_unet = sum(p.numel() for p in unet.parameters()) / 1e6
     n_hint = sum(p.numel() for p in vmamba_cn.hint_encoder.parameters()) / 1e6
     print(f"grid {args.size}x{args.size} (latent {args.size // 8}x{args.size // 8}), {args.steps} steps, CFG, "
           f"UNet '{args.unet}' {n_unet:.1f}M params, VMamba hint encoder {n_hint:.2f}M params, "
-          f"scan backends {getattr(ops, 'BACKENDS', '?')}, torch threads {torch.get_num_threads()}")
+          f"scan backend 'auto' = {resolve(ops)}, torch threads {torch.get_num_threads()}")
     with torch.no_grad():
         t0 = time.perf_counter()
         vmamba_cn.hint_encoder.encode(hint)
@@ -127,12 +136,14 @@ def main(argv=None) -> int:
     for r in range(args.repeats):
         for v in times:
             times[v].append(run(v))
-            print(f"  run {r + 1} {v:8s} {times[v][-1]:7.2f} s", flush=True)
-    med = {v: statistics.median(t) for v, t in times.items()}
-    print(f"median seconds: baseline (conv ControlNet) {med['baseline']:.2f}, VMamba cached {med['vmamba']:.2f}, "
-          f"VMamba uncached {med['nocache']:.2f}")
-    print(f"ratio VMamba/conv ControlNet, caching on : {med['vmamba'] / med['baseline']:.3f}  (target <= 1.05)")
-    print(f"ratio VMamba/conv ControlNet, caching off: {med['nocache'] / med['baseline']:.3f}")
+            print(f"  run {r + 1} {v:8s} wall {times[v][-1][0]:7.2f} s   cpu {times[v][-1][1]:7.2f} s", flush=True)
+    for i, clock in enumerate(("wall-clock", "CPU")):
+        med = {v: statistics.median(t[i] for t in ts) for v, ts in times.items()}
+        print(f"{clock} median seconds: conv ControlNet {med['baseline']:.2f}, VMamba cached {med['vmamba']:.2f}, "
+              f"VMamba uncached {med['nocache']:.2f}")
+        print(f"  {clock} ratio VMamba/conv ControlNet, caching on : {med['vmamba'] / med['baseline']:.3f}"
+              f"  (target <= 1.05)")
+        print(f"  {clock} ratio VMamba/conv ControlNet, caching off: {med['nocache'] / med['baseline']:.3f}")
     return 0
 
 

@@ -58,6 +58,10 @@ def test_config_json_round_trip_and_errors():
         HintEncoderConfig(dims=(8, 16), depths=(1,))
     with pytest.raises(ValueError, match="ssm_variant"):
         HintEncoderConfig(ssm_variant="v9")
+    with pytest.raises(ValueError, match="use_target_channel must be true or false"):
+        HintEncoderConfig.from_dict({"use_target_channel": "yes"})
+    with pytest.raises(ValueError, match="scan_backend"):
+        HintEncoderConfig(scan_backend="cuda-magic")
 
 
 # -- forward -----------------------------------------------------------------------------------------

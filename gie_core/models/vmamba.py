@@ -100,6 +100,14 @@ class HintEncoderConfig:
         if not self.ssm_ratio > 0 or self.mlp_ratio < 0:
             raise HintEncoderConfigError(f"HintEncoderConfig: ssm_ratio must be > 0 and mlp_ratio >= 0, got "
                                          f"ssm_ratio={self.ssm_ratio}, mlp_ratio={self.mlp_ratio}")
+        if not isinstance(self.use_target_channel, bool):
+            raise HintEncoderConfigError(f"HintEncoderConfig.use_target_channel must be true or false, got "
+                                         f"{self.use_target_channel!r}")
+        from gie_core.ops import BACKENDS
+
+        if self.scan_backend not in ("auto",) + tuple(BACKENDS):
+            raise HintEncoderConfigError(f"HintEncoderConfig.scan_backend must be one of "
+                                         f"{('auto',) + tuple(BACKENDS)}, got {self.scan_backend!r}")
         if self.dt_rank is not None and (not isinstance(self.dt_rank, int) or self.dt_rank < 1):
             raise HintEncoderConfigError(f"HintEncoderConfig.dt_rank must be None or a positive integer, "
                                          f"got {self.dt_rank!r}")
