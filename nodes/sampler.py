@@ -65,6 +65,58 @@ def check_model_fits(model, block, vae) -> None:
         raise fail(NODE, f"'vae' makes {vae_channels}-channel latents; use the SD VAE of the checkpoint")
 
 
+def _rgb(x):
+    """[B,H,W,1|3|4] -> [B,H,W,3] (gray repeated, alpha dropped)."""
+    return x.expand(*x.shape[:3], 3) if x.shape[-1] == 1 else x[..., :3]
+
+
+def check_inputs(model, control_net, vae, grid, hint, target_mask, layout, seed, steps, cfg, sampler_name, scheduler,
+                 control_strength, control_start, control_end, denoise, crop, samplers, schedulers) -> dict:
+    """Every check the sampler makes before touching ComfyUI; returns the normalised values.
+
+    ``samplers`` / ``schedulers`` are ComfyUI's lists (passed in, so this runs without ComfyUI).
+    """
+    from gie_core.visual_prompt import GridLayout
+
+    from .loader import vmamba_hint_block
+
+    if not isinstance(layout, GridLayout):
+        raise fail(NODE, f"'layout' must come from Visual Prompt Concatenate, got {type(layout).__name__}")
+    grid = _rgb(check_image(grid, NODE, "grid"))
+    hint = _rgb(check_image(hint, NODE, "hint"))
+    b, hg, wg = grid.shape[:3]
+    if (hg, wg) != tuple(layout.grid_size):
+        raise fail(NODE, f"'grid' is {hg}x{wg} but the layout describes a {layout.grid_size[0]}x"
+                         f"{layout.grid_size[1]} grid; connect the grid and layout of the same Visual Prompt node")
+    if tuple(hint.shape[1:3]) != (hg, wg):
+        raise fail(NODE, f"'hint' is {hint.shape[1]}x{hint.shape[2]} but 'grid' is {hg}x{wg}")
+    if hint.shape[0] not in (1, b):
+        raise fail(NODE, f"'hint' has a batch of {hint.shape[0]} but 'grid' has {b}")
+    if layout.batch_size not in (1, b):
+        raise fail(NODE, f"'layout' describes {layout.batch_size} queries but 'grid' has a batch of {b}")
+    mask = check_mask(target_mask, NODE, "target_mask", size=(hg, wg), batch=b)
+    if float(mask.sum()) == 0:
+        raise fail(NODE, "'target_mask' is empty: nothing to generate (connect Visual Prompt Concatenate's target_mask)")
+    block = vmamba_hint_block(control_net)
+    if block is None:
+        raise fail(NODE, "'control_net' is not a VMamba ControlNet; load it with the VMamba ControlNet Loader")
+    check_model_fits(model, block, vae)
+    v = dict(grid=grid, hint=hint, mask=mask, block=block)
+    v["seed"] = check_int(seed, NODE, "seed", 0, 0xffffffffffffffff)
+    v["steps"] = check_int(steps, NODE, "steps", 1, 10000)
+    v["cfg"] = check_float(cfg, NODE, "cfg", 0.0, 100.0)
+    v["sampler_name"] = check_choice(sampler_name, NODE, "sampler_name", samplers)
+    v["scheduler"] = check_choice(scheduler, NODE, "scheduler", schedulers)
+    v["strength"] = check_float(control_strength, NODE, "control_strength", 0.0, 10.0)
+    v["start"] = check_float(control_start, NODE, "control_start", 0.0, 1.0)
+    v["end"] = check_float(control_end, NODE, "control_end", 0.0, 1.0)
+    if v["start"] > v["end"]:
+        raise fail(NODE, f"'control_start' ({v['start']}) must not be after 'control_end' ({v['end']})")
+    v["denoise"] = check_float(denoise, NODE, "denoise", 0.01, 1.0)
+    v["crop"] = check_choice(crop, NODE, "crop", CROP_MODES)
+    return v
+
+
 class InstructGIESampler:
     """Generates the target cell of a visual prompt with a VMamba ControlNet and crops the edit."""
 
@@ -119,57 +171,24 @@ class InstructGIESampler:
     def sample(self, model, positive, negative, control_net, vae, grid, hint, target_mask, layout, seed, steps,
                cfg, sampler_name, scheduler, control_strength=1.0, control_start=0.0, control_end=1.0,
                denoise=1.0, crop="query size"):
-        from gie_core.visual_prompt import GridLayout
-
-        from .loader import vmamba_hint_block
-
-        # -- inputs ---------------------------------------------------------------------------------
-        if not isinstance(layout, GridLayout):
-            raise fail(NODE, f"'layout' must come from Visual Prompt Concatenate, got {type(layout).__name__}")
-        grid = check_image(grid, NODE, "grid")[..., :3]
-        hint = check_image(hint, NODE, "hint")[..., :3]
-        b, hg, wg = grid.shape[:3]
-        if (hg, wg) != tuple(layout.grid_size):
-            raise fail(NODE, f"'grid' is {hg}x{wg} but the layout describes a {layout.grid_size[0]}x"
-                             f"{layout.grid_size[1]} grid; connect the grid and layout of the same Visual Prompt node")
-        if tuple(hint.shape[1:3]) != (hg, wg):
-            raise fail(NODE, f"'hint' is {hint.shape[1]}x{hint.shape[2]} but 'grid' is {hg}x{wg}")
-        if hint.shape[0] not in (1, b):
-            raise fail(NODE, f"'hint' has a batch of {hint.shape[0]} but 'grid' has {b}")
-        if layout.batch_size not in (1, b):
-            raise fail(NODE, f"'layout' describes {layout.batch_size} queries but 'grid' has a batch of {b}")
-        mask = check_mask(target_mask, NODE, "target_mask", size=(hg, wg), batch=b)
-        if float(mask.sum()) == 0:
-            raise fail(NODE, "'target_mask' is empty: nothing to generate (connect Visual Prompt Concatenate's target_mask)")
-        block = vmamba_hint_block(control_net)
-        if block is None:
-            raise fail(NODE, "'control_net' is not a VMamba ControlNet; load it with the VMamba ControlNet Loader")
-        check_model_fits(model, block, vae)
-        seed = check_int(seed, NODE, "seed", 0, 0xffffffffffffffff)
-        steps = check_int(steps, NODE, "steps", 1, 10000)
-        cfg = check_float(cfg, NODE, "cfg", 0.0, 100.0)
         samplers, schedulers = sampler_lists()
-        sampler_name = check_choice(sampler_name, NODE, "sampler_name", samplers)
-        scheduler = check_choice(scheduler, NODE, "scheduler", schedulers)
-        strength = check_float(control_strength, NODE, "control_strength", 0.0, 10.0)
-        start = check_float(control_start, NODE, "control_start", 0.0, 1.0)
-        end = check_float(control_end, NODE, "control_end", 0.0, 1.0)
-        if start > end:
-            raise fail(NODE, f"'control_start' ({start}) must not be after 'control_end' ({end})")
-        denoise = check_float(denoise, NODE, "denoise", 0.01, 1.0)
-        crop = check_choice(crop, NODE, "crop", CROP_MODES)
+        v = check_inputs(model, control_net, vae, grid, hint, target_mask, layout, seed, steps, cfg, sampler_name,
+                         scheduler, control_strength, control_start, control_end, denoise, crop, samplers, schedulers)
+        grid, hint, mask, block = v["grid"], v["hint"], v["mask"], v["block"]
+        hg, wg = grid.shape[1:3]
 
         # -- ComfyUI's own machinery ----------------------------------------------------------------
         comfy_nodes = _comfy_nodes()
         control_image = hint
-        if block.uses_target_channel:
-            control_image = torch.cat([hint, mask[..., None].expand(hint.shape[0], -1, -1, 1).to(hint)], dim=-1)
+        if block.uses_target_channel:  # this ControlNet also sees the target cell as a 4th channel
+            b = grid.shape[0]
+            control_image = torch.cat([hint.expand(b, -1, -1, -1), mask[..., None].expand(b, -1, -1, 1).to(hint)], dim=-1)
         try:
             positive, negative = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(
-                positive, negative, control_net, control_image, strength, start, end, vae=vae)
+                positive, negative, control_net, control_image, v["strength"], v["start"], v["end"], vae=vae)
             latent = {"samples": vae.encode(grid), "noise_mask": mask.reshape(-1, 1, hg, wg)}
-            (out,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive,
-                                                 negative, latent, denoise=denoise)
+            (out,) = comfy_nodes.common_ksampler(model, v["seed"], v["steps"], v["cfg"], v["sampler_name"],
+                                                 v["scheduler"], positive, negative, latent, denoise=v["denoise"])
             decoded = vae.decode(out["samples"])
         finally:
             block.clear_hint_cache()  # features of this run are not needed any more
@@ -181,5 +200,5 @@ class InstructGIESampler:
                              f"use the SD VAE (factor 8)")
         m = mask[..., None].to(decoded)
         result_grid = (grid * (1.0 - m) + decoded[..., :3] * m).clamp(0.0, 1.0)
-        edited = layout.crop(result_grid, original_size=(crop == "query size"))
+        edited = layout.crop(result_grid, original_size=(v["crop"] == "query size"))
         return (edited, result_grid, out)
