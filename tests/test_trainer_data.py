@@ -219,3 +219,13 @@ def test_face_mask_lands_in_the_target_cell():
 def test_empty_dataset_is_a_clear_error():
     with pytest.raises(ValueError, match="at least one instruction group"):
         InContextDataset([], k=1, tile=64)
+
+
+def test_liu_merges_paraphrases_but_never_different_edits():
+    spec = "synthetic:pairs=6,size=16"
+    with_liu, _, rep = prepare_groups(spec, liu=True, val_fraction=0.0, min_side=8, progress=False)
+    without, _, _ = prepare_groups(spec, liu=False, val_fraction=0.0, min_side=8, progress=False)
+    assert rep.unified_changed > 0
+    assert len(with_liu) < len(without)  # paraphrases of one edit land in one group
+    for g in with_liu:
+        assert len({p.canonical for p in g.pairs}) == 1, (g.instruction, {p.canonical for p in g.pairs})

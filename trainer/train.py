@@ -255,6 +255,13 @@ class Trainer:
             opt.step()
             bar.set_postfix(loss=f"{loss.item():.4f}")
         vae.eval().requires_grad_(False)
+        # A fresh VAE's latents have their own scale: set scaling_factor = 1/std, as SD's was derived,
+        # so the diffusion sees unit-variance latents.
+        with torch.no_grad():
+            grid = self.collate([self.train_set[10**9 - 1 - j] for j in range(8)])["grid"].to(self.device)
+            lat = vae.encode(grid * 2 - 1).latent_dist.mean
+        vae.register_to_config(scaling_factor=float(1.0 / lat.std().clamp_min(1e-3)))
+        log.info("VAE pretraining done: scaling_factor %.4f", vae.config.scaling_factor)
         if self.acc.is_main_process:
             vae.save_pretrained(done)
 
