@@ -497,13 +497,28 @@ def test_interrupt_mid_sampling_and_every_workflow_validates(server):
     assert queue["queue_running"] == [] and queue["queue_pending"] == []
 
 
-def test_basic_workflow_end_to_end(server):
+WS_SCRIPT = '"""Queue a prompt as a websocket client and record what ComfyUI streams back (progress, previews)."""\nimport asyncio, json, sys, uuid\nimport aiohttp\n\nserver, prompt_path = sys.argv[1], sys.argv[2]\n\n\nasync def main():\n    cid = uuid.uuid4().hex\n    prompt = json.load(open(prompt_path))\n    out = {"progress": [], "binary_frames": 0, "types": []}\n    async with aiohttp.ClientSession() as s:\n        async with s.ws_connect(server.replace("http", "ws", 1) + "/ws?clientId=" + cid, max_msg_size=0) as ws:\n            async with s.post(server + "/prompt", json={"prompt": prompt, "client_id": cid}) as r:\n                body = await r.json()\n                assert r.status == 200, body\n            out["prompt_id"] = pid = body["prompt_id"]\n            while True:\n                msg = await asyncio.wait_for(ws.receive(), timeout=900)\n                if msg.type == aiohttp.WSMsgType.BINARY:\n                    out["binary_frames"] += 1\n                    continue\n                if msg.type != aiohttp.WSMsgType.TEXT:\n                    break\n                m = json.loads(msg.data)\n                out["types"].append(m["type"])\n                d = m.get("data", {})\n                if m["type"] == "progress":\n                    out["progress"].append([d.get("value"), d.get("max"), d.get("node")])\n                if m["type"] in ("execution_success", "execution_error", "execution_interrupted") and d.get("prompt_id") == pid:\n                    break\n    print("RESULT " + json.dumps(out))\n\n\nasyncio.run(main())\n'
+
+
+def test_basic_workflow_end_to_end(server, comfy, tmp_path):
+    """Queued as the browser does (websocket client): progress and latent previews stream back."""
     import numpy as np
 
     from gie_core.visual_prompt import build
 
     t = time.time()
-    entry = server.run_prompt(_small(_api("instructgie_basic")))
+    (tmp_path / "prompt.json").write_text(json.dumps(_small(_api("instructgie_basic"), steps=2)))
+    (tmp_path / "ws.py").write_text(WS_SCRIPT)
+    r = subprocess.run([comfy["python"], str(tmp_path / "ws.py"), server.url, str(tmp_path / "prompt.json")],
+                       capture_output=True, text=True, timeout=1200)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert r.returncode == 0 and line, (r.stdout[-2000:], r.stderr[-3000:])
+    stream = json.loads(line[len("RESULT "):])
+    sampler_steps = [p for p in stream["progress"] if p[2] == "9"]
+    print(f"websocket: sampler progress {sampler_steps}, {stream['binary_frames']} binary preview frames")
+    assert [p[:2] for p in sampler_steps] == [[1, 2], [2, 2]]  # ComfyUI's progress bar, from our node
+    assert stream["binary_frames"] >= 2  # a latent preview per step
+    entry = server.wait(stream["prompt_id"])
     assert entry["status"]["status_str"] == "success", entry["status"]
     (edit,) = _outputs(server, entry, "10")
     (grid,) = _outputs(server, entry, "11")
