@@ -99,12 +99,21 @@ def resolve_backend(backend: str, device) -> str:
     return backend
 
 
+def _all_finite(t: torch.Tensor) -> torch.Tensor:
+    """0-dim bool tensor. For float32 and narrower, one float64 sum: NaN/inf propagate into it
+    and finite values cannot overflow float64, so it is exact and costs one pass, no temporaries
+    (torch.isfinite makes three passes and two bool tensors)."""
+    if t.dtype == torch.float64 or t.numel() == 0:
+        return torch.isfinite(t).all()
+    return torch.isfinite(t.sum(dtype=torch.float64))
+
+
 def _check_finite(named: dict, what: str, hint: str = "") -> None:
     """One reduction and one host sync for all tensors; the message names the offenders."""
     present = {k: t for k, t in named.items() if t is not None}
     if not present:
         return
-    flags = torch.stack([torch.isfinite(t).all() for t in present.values()])
+    flags = torch.stack([_all_finite(t) for t in present.values()])
     if bool(flags.all()):
         return
     bad = [k for k, ok in zip(present, flags.tolist()) if not ok]
