@@ -213,3 +213,16 @@ def test_pipeline_is_a_diffusers_controlnet_inpaint_pipeline(pipe):
 
     assert isinstance(pipe, StableDiffusionControlNetInpaintPipeline)
     assert isinstance(pipe, InstructGIEPipeline)
+
+
+def test_every_scheduler_alias_builds():
+    from diffusers import DDIMScheduler
+
+    from gie_core.pipeline import SCHEDULER_ALIASES
+
+    cfg = DDIMScheduler.from_config(tiny.sd15_scheduler_config()).config
+    for name, (cls_name, extra) in SCHEDULER_ALIASES.items():
+        s = make_scheduler(name, cfg)
+        assert type(s).__name__ == cls_name
+        assert all(s.config[k] == v for k, v in extra.items())
+        assert s.config.beta_end == 0.012
