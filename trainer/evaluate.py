@@ -176,6 +176,8 @@ class Scorer:
 
 def fid(features: nn.Module, fake: Sequence[torch.Tensor], real: Sequence[torch.Tensor], size: int = 299) -> float:
     """FID between two image lists through torchmetrics (images resized to ``size``)."""
+    if importlib.util.find_spec("torch_fidelity") is not None:
+        _torch_fidelity_submodules()  # else torchmetrics' import of it pulls torchvision and fails
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     if len(fake) < 2 or len(real) < 2:
