@@ -68,8 +68,9 @@ def available_backends(device="cpu") -> list[str]:
     return names
 
 
-def resolve_backend(backend: str, device) -> str:
-    """The concrete backend ``selective_scan`` would use for ``backend`` on ``device``."""
+def resolve_backend(backend: str, device, dtype: torch.dtype | None = None) -> str:
+    """The concrete backend ``selective_scan`` would use for ``backend`` on ``device``
+    (``dtype``: the input dtype; mamba-ssm has no float64 kernel, so "auto" skips it then)."""
     if backend == "auto":
         backend = os.environ.get(ENV_BACKEND, "").strip() or "auto"
         if backend not in ("auto",) + BACKENDS:
@@ -79,7 +80,7 @@ def resolve_backend(backend: str, device) -> str:
     device = torch.device(device)
     if backend == "auto":
         if device.type == "cuda":
-            if _mamba_ssm_fn() is not None:
+            if dtype != torch.float64 and _mamba_ssm_fn() is not None:
                 return "mamba_ssm"
             if _triton_importable():
                 return "triton"
@@ -157,7 +158,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
     if check_finite:
         _check_finite(named, "input")
-    name = resolve_backend(backend, u.device)
+    name = resolve_backend(backend, u.device, u.dtype)
     if name == "reference":
         out = selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                        return_last_state)

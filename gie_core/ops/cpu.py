@@ -38,7 +38,11 @@ def default_chunk(length: int) -> int:
 
 
 class _Layout:
-    """Moves ``(..., l)`` tensors into the chunked ``(chunk, ..., n_chunks)`` layout and back."""
+    """Moves ``(..., l)`` tensors into the chunked ``(n_chunks, chunk, ...)`` layout and back.
+
+    Chunk-major with the channels innermost: one 2-D transpose, and step t of every chunk is a
+    slab of n_chunks contiguous rows.
+    """
 
     def __init__(self, length: int, chunk: int):
         self.length = length
@@ -49,11 +53,12 @@ class _Layout:
     def to_chunks(self, t: torch.Tensor) -> torch.Tensor:
         if self.pad:
             t = F.pad(t, (0, self.pad))  # zero Δ ⇒ decay 1 and no input: padding carries the state unchanged
-        t = t.unflatten(-1, (self.n_chunks, self.chunk))
-        return t.movedim(-1, 0).contiguous()
+        lead = t.shape[:-1]
+        return t.reshape(-1, t.shape[-1]).t().contiguous().view(self.n_chunks, self.chunk, *lead)
 
     def from_chunks(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.movedim(0, -1).flatten(-2)
+        lead = t.shape[2:]
+        t = t.reshape(self.n_chunks * self.chunk, -1).t().reshape(*lead, -1)
         return t[..., : self.length] if self.pad else t
 
 
@@ -77,123 +82,68 @@ def _big_empty(shape, like: torch.Tensor) -> torch.Tensor:
 
 
 def _chunked_inputs(u, delta, A, B, C, layout: _Layout):
-    """Chunked copies: per-channel ``(T, b, g, dg, 1, K)``, per-state ``(T, b, g, 1, n, K)``."""
+    """Chunked copies: per-channel ``(K, T, b, g, dg, 1)``, per-state ``(K, T, b, g, 1, n)``."""
     b, d, _ = u.shape
     g, n = B.shape[1], A.shape[1]
     dg = d // g
     T, K = layout.chunk, layout.n_chunks
-    dT = layout.to_chunks(delta).view(T, b, g, dg, 1, K)
-    uT = layout.to_chunks(u).view(T, b, g, dg, 1, K)
-    BT = layout.to_chunks(B).view(T, b, g, 1, n, K)
-    CT = layout.to_chunks(C).view(T, b, g, 1, n, K)
-    AT = A.view(g, dg, n, 1)
+    dT = layout.to_chunks(delta).view(K, T, b, g, dg, 1)
+    uT = layout.to_chunks(u).view(K, T, b, g, dg, 1)
+    BT = layout.to_chunks(B).view(K, T, b, g, 1, n)
+    CT = layout.to_chunks(C).view(K, T, b, g, 1, n)
+    AT = A.view(g, dg, n)
     return dT, uT, BT, CT, AT
 
 
 def _local_states(dT, duT, BT, AT):
-    """Decays exp(ΔA) and in-chunk states from zero, ``(T, b, g, dg, n, K)`` each.
+    """Decays exp(ΔA) and in-chunk states from zero, ``(K, T, b, g, dg, n)`` each.
 
     Whole-tensor ops wherever possible: every op is one parallel region, and each region costs a
     thread hand-off (milliseconds when the cores are oversubscribed), so the only per-step ops
-    are the ``addcmul_`` of the recurrence itself.
+    are the ``addcmul_`` of the recurrence itself (step t of all chunks at once).
     """
-    T, b, g, dg, _, K = dT.shape
+    K, T, b, g, dg, _ = dT.shape
     n = AT.shape[2]
-    shape = (T, b, g, dg, n, K)
+    shape = (K, T, b, g, dg, n)
     decay = _big_empty(shape, dT)
     torch.mul(dT, AT, out=decay)
     decay.exp_()
     h = _big_empty(shape, dT)
     torch.mul(duT, BT, out=h)
     for t in range(1, T):
-        h[t].addcmul_(decay[t], h[t - 1])
+        h[:, t].addcmul_(decay[:, t], h[:, t - 1])
     return decay, h
 
 
 def _cumulative_decay(decay: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out[t] = Π_{r≤t} decay_r within each chunk (products of numbers ≤ 1: nothing overflows)."""
-    out[0] = decay[0]
-    for t in range(1, decay.shape[0]):
-        torch.mul(out[t - 1], decay[t], out=out[t])
+    out[:, 0] = decay[:, 0]
+    for t in range(1, decay.shape[1]):
+        torch.mul(out[:, t - 1], decay[:, t], out=out[:, t])
     return out
 
 
 def _reverse_cumulative_decay(decay: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out[t] = Π_{r>t} decay_r within each chunk (1 at the chunk's last step)."""
-    T = decay.shape[0]
-    out[T - 1] = 1
+    T = decay.shape[1]
+    out[:, T - 1] = 1
     for t in range(T - 2, -1, -1):
-        torch.mul(out[t + 1], decay[t + 1], out=out[t])
-    return out
-
-
-def scan_last_dim(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Inclusive linear recurrence ``s_k = a_k s_{k-1} + x_k`` (s_{-1} = 0) along the last dim.
-
-    Hillis–Steele doubling: log2(K) rounds of whole-tensor ops instead of K tiny serial ones
-    (used on the small per-chunk tensors, where the extra work is cheap and op count is not).
-    """
-    K = x.shape[-1]
-    if K <= 4:
-        out = x.clone()
-        for k in range(1, K):
-            out[..., k].addcmul_(a[..., k], out[..., k - 1])
-        return out
-    s, a = x, a
-    step = 1
-    while step < K:
-        s_next = s.clone()
-        s_next[..., step:].addcmul_(a[..., step:], s[..., :-step])
-        if step * 2 < K:
-            a_next = a.clone()
-            a_next[..., step:].mul_(a[..., :-step])
-            a = a_next
-        s = s_next
-        step *= 2
-    return s
-
-
-def scan_last_dim(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Inclusive linear recurrence ``s_k = a_k s_{k-1} + x_k`` (s_{-1} = 0) along the last dim.
-
-    Hillis–Steele doubling: log2(K) rounds of whole-tensor ops instead of K tiny serial ones
-    (used on the small per-chunk tensors, where the extra work is cheap and op count is not).
-    """
-    K = x.shape[-1]
-    if K <= 4:
-        out = x.clone()
-        for k in range(1, K):
-            out[..., k].addcmul_(a[..., k], out[..., k - 1])
-        return out
-    s, a = x, a
-    step = 1
-    while step < K:
-        s_next = s.clone()
-        s_next[..., step:].addcmul_(a[..., step:], s[..., :-step])
-        if step * 2 < K:
-            a_next = a.clone()
-            a_next[..., step:].mul_(a[..., :-step])
-            a = a_next
-        s = s_next
-        step *= 2
-    return s
-
-
-def _cumsum_steps(dT: torch.Tensor) -> torch.Tensor:
-    """Σ_{r≤t} Δ_r within each chunk (dim 0). A loop of adds: torch.cumsum over the outer dim is
-    several times slower than T whole-slab adds."""
-    out = dT.clone()
-    for t in range(1, out.shape[0]):
-        out[t].add_(out[t - 1])
+        torch.mul(out[:, t + 1], decay[:, t + 1], out=out[:, t])
     return out
 
 
 def _chunk_carries(chunk_decay, chunk_end):
-    """States entering each chunk ``(b, g, dg, n, K)`` and the final state."""
-    through = scan_last_dim(chunk_decay, chunk_end)  # state at the end of each chunk
-    carry = torch.zeros_like(chunk_end)
-    carry[..., 1:] = through[..., :-1]
-    return carry, through[..., -1]
+    """States entering each chunk ``(K, b, g, dg, n)`` and the final state ``(b, g, dg, n)``.
+
+    A serial loop over the chunks: each step is one small contiguous ``addcmul`` (usually below
+    torch's parallel grain, so no thread hand-off).
+    """
+    carry = torch.empty_like(chunk_end)
+    carry[0] = 0
+    for k in range(1, chunk_end.shape[0]):
+        torch.addcmul(chunk_end[k - 1], chunk_decay[k - 1], carry[k - 1], out=carry[k])
+    last = torch.addcmul(chunk_end[-1], chunk_decay[-1], carry[-1])
+    return carry, last
 
 
 def scan_forward(u, delta, A, B, C, chunk: int | None = None):
@@ -209,20 +159,16 @@ def scan_forward(u, delta, A, B, C, chunk: int | None = None):
     dT, uT, BT, CT, AT = _chunked_inputs(u, delta, A, B, C, layout)
     decay, h = _local_states(dT, dT * uT, BT, AT)
     cum = _cumulative_decay(decay, out=decay)  # in place: the raw decays are not needed again
-    carry, last = _chunk_carries(cum[-1], h[-1])
+    carry, last = _chunk_carries(cum[:, -1], h[:, -1])
     if K > 1:
-        h.addcmul_(cum, carry)  # add each chunk's entering state, decayed to every step
+        h.addcmul_(cum, carry.unsqueeze(1))  # each chunk's entering state, decayed to every step
     del decay, cum
-    # write y straight into its final (b, d, l) layout through a chunked view of it
-    y_full = torch.empty(b, d, K * T, dtype=u.dtype, device=u.device)
-    y_view = y_full.view(b, g, d // g, K, T).permute(4, 0, 1, 2, 3)  # (T, b, g, dg, K)
     if n == 1:
-        torch.mul(h.squeeze(4), CT.squeeze(4), out=y_view)
+        yT = torch.mul(h.squeeze(5), CT.squeeze(5))
     else:
-        h.mul_(CT)
-        torch.sum(h, -2, out=y_view)
+        yT = h.mul_(CT).sum(-1)  # (K, T, b, g, dg)
     del h
-    y = y_full[..., :l] if layout.pad else y_full
+    y = layout.from_chunks(yT.reshape(K, T, b, d))
     return y, last.reshape(b, d, n)
 
 
@@ -238,51 +184,52 @@ def scan_backward(u, delta, A, B, C, grad_y, grad_last, chunk: int | None = None
     decay, h = _local_states(dT, duT, BT, AT)
     work = _big_empty(h.shape, h)
     cum = _cumulative_decay(decay, out=work)
-    chunk_decay = cum[-1].clone()
-    carry, _ = _chunk_carries(chunk_decay, h[-1])
+    chunk_decay = cum[:, -1].clone()
+    carry, _ = _chunk_carries(chunk_decay, h[:, -1])
     if K > 1:  # full states
-        h.addcmul_(cum, carry)
+        h.addcmul_(cum, carry.unsqueeze(1))
     del cum
-    gyT = layout.to_chunks(grad_y).view(T, b, g, dg, 1, K)
+    gyT = layout.to_chunks(grad_y).view(K, T, b, g, dg, 1)
 
     # Adjoint g_t = dL/dh_t = C_t gy_t + decay_{t+1} g_{t+1}: first inside each chunk from zero ...
     adj = _big_empty(h.shape, h)
     torch.mul(CT, gyT, out=adj)
     for t in range(T - 2, -1, -1):
-        adj[t].addcmul_(decay[t + 1], adj[t + 1])
+        adj[:, t].addcmul_(decay[:, t + 1], adj[:, t + 1])
     # ... then what reaches each chunk's end from later chunks (and from the last-state gradient):
     # incoming_{k-1} = decay_{0,k} g_{0,k} = decay_{0,k} g^local_{0,k} + Π_chunk(decay) incoming_k,
-    # and it reaches step t of chunk k-1 as Π_{r>t} decay_r = exp(A (S_end - S_t)) (exponent ≤ 0).
+    # starting from incoming_{K-1} = grad_last; it reaches step t of chunk k as Π_{r>t} decay_r.
     if K > 1 or grad_last is not None:
-        # reversed, this is the forward recurrence s_j = a_j s_{j-1} + x_j with s_0 = grad_last
-        first_step = decay[0] * adj[0]
-        start = (grad_last.reshape(b, g, dg, n).to(u.dtype) if grad_last is not None
-                 else torch.zeros_like(first_step[..., 0]))
-        x_rev = torch.cat([start[..., None], first_step[..., 1:].flip(-1)], -1)
-        a_rev = torch.cat([torch.zeros_like(start[..., None]), chunk_decay[..., 1:].flip(-1)], -1)
-        incoming = scan_last_dim(a_rev, x_rev).flip(-1)  # incoming[k] for k = 0..K-1
-        del first_step, x_rev, a_rev
-        adj.addcmul_(_reverse_cumulative_decay(decay, out=work), incoming)
+        first_step = decay[:, 0] * adj[:, 0]  # (K, b, g, dg, n)
+        incoming = torch.empty_like(first_step)
+        if grad_last is not None:
+            incoming[K - 1] = grad_last.reshape(b, g, dg, n)
+        else:
+            incoming[K - 1] = 0
+        for k in range(K - 1, 0, -1):
+            torch.addcmul(first_step[k], chunk_decay[k], incoming[k], out=incoming[k - 1])
+        del first_step
+        adj.addcmul_(_reverse_cumulative_decay(decay, out=work), incoming.unsqueeze(1))
         del incoming
 
     # dlog_t = dL/d(Δ_t A) = g_t ⊙ decay_t ⊙ h_{t-1}, built in the decay buffer.
     dlog = decay.mul_(adj)
-    dlog[1:].mul_(h[:-1])
-    dlog[0].mul_(carry)
+    dlog[:, 1:].mul_(h[:, :-1])
+    dlog[:, 0].mul_(carry)
     del carry
-    d_delta = torch.mul(dlog, AT, out=work).sum(4, keepdim=True)  # (T,b,g,dg,1,K)
-    dA = torch.mul(dlog, dT, out=work).sum((0, 1, 5)).reshape(d, n)
+    d_delta = torch.mul(dlog, AT, out=work).sum(5, keepdim=True)  # (K,T,b,g,dg,1)
+    dA = torch.mul(dlog, dT, out=work).sum((0, 1, 2)).reshape(d, n)
     del dlog, decay
-    gB_sum = torch.mul(adj, BT, out=work).sum(4, keepdim=True)  # Σ_n g B
-    dB = torch.mul(adj, duT, out=work).sum(3, keepdim=True)  # (T,b,g,1,n,K)
+    gB_sum = torch.mul(adj, BT, out=work).sum(5, keepdim=True)  # Σ_n g B
+    dB = torch.mul(adj, duT, out=work).sum(4, keepdim=True)  # (K,T,b,g,1,n)
     del adj
-    dC = torch.mul(h, gyT, out=work).sum(3, keepdim=True)
+    dC = torch.mul(h, gyT, out=work).sum(4, keepdim=True)
     del h, work
     du = gB_sum * dT
     d_delta.addcmul_(gB_sum, uT)
 
     def back(t, shape):
-        return layout.from_chunks(t.reshape((T,) + shape + (K,)))
+        return layout.from_chunks(t.reshape((K, T) + shape))
 
     return (back(du, (b, d)), back(d_delta, (b, d)), dA,
             back(dB, (b, g, n)), back(dC, (b, g, n)))
