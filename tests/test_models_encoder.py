@@ -262,3 +262,24 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         grads.append({n: p.grad.clone() for n, p in enc.named_parameters()})
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-10, atol=1e-12)
+
+
+def test_cache_under_inference_mode_with_an_encoder_built_there():
+    """ComfyUI builds and runs models inside torch.inference_mode (parameters without version counters)."""
+    with torch.inference_mode():
+        enc = VMambaHintEncoder(HintEncoderConfig(**SMALL))
+        randomise_output_conv(enc)
+        count = StemCounter(enc)
+        block = CachedHintEncoder(enc)
+        hint = torch.rand(2, 3, 16, 16)
+        a = block(hint, None, None)
+        b = block(hint, None, None)
+    with torch.no_grad():
+        c = block(hint)
+    assert count.calls == 1 and torch.equal(a, b) and torch.equal(a, c)
+    with torch.inference_mode():
+        d = block(torch.rand(2, 3, 16, 16))
+        assert count.calls == 2 and not torch.equal(a, d)
+        enc.conv_out.weight.mul_(2)  # an in-place weight edit (e.g. a patcher) must invalidate
+        e = block(hint)
+    assert count.calls == 3 and torch.allclose(e - enc.conv_out.bias[:, None, None], 2 * (a - enc.conv_out.bias[:, None, None]))

@@ -8,8 +8,8 @@ classifier-free guidance on a batch whose cond/uncond halves carry the same hint
 * it only serves cached features when autograd is off (inference); with grad enabled it is bypassed;
 * identical batch rows are encoded once (``torch.equal`` between rows);
 * a cache hit needs ``torch.equal`` between the incoming row and a clone of the cached input, plus an
-  unchanged fingerprint of the encoder's parameters (storage, in-place version counter, dtype,
-  device) and train/eval mode — so an optimiser step, ``load_state_dict`` or ``.to()`` invalidates it.
+  unchanged fingerprint of the encoder's parameters (storage, in-place version counter — or a
+  checksum for inference tensors, which have none —, dtype, device) and train/eval mode — so an optimiser step, ``load_state_dict`` or ``.to()`` invalidates it.
 
 :class:`CachedHintEncoder` adapts an encoder to ComfyUI's ``input_hint_block(hint, emb, context)``
 call without needing diffusers.
@@ -29,8 +29,10 @@ def parameter_fingerprint(module: nn.Module) -> tuple:
     for t in list(module.parameters()) + list(module.buffers()):
         try:
             version = t._version
-        except RuntimeError:  # inference tensors have no version counter; their storage still identifies them
-            version = -1
+        except RuntimeError:
+            # Inference tensors (a model built under torch.inference_mode, as ComfyUI does) have no
+            # version counter, yet may be edited in place there: fall back to a content checksum.
+            version = ("sum", float(t.detach().double().sum()), float(t.detach().double().abs().sum()))
         parts.append((t.data_ptr(), version, t.dtype, t.device, tuple(t.shape)))
     return tuple(parts)
 
