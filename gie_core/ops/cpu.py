@@ -29,12 +29,10 @@ from ._extras import scan_with_extras
 
 
 def default_chunk(length: int) -> int:
-    """Steps per chunk, ~sqrt(length)/4. Each step of the per-step loop is one big op; the
-    chunks are combined by a doubling scan of log2(n_chunks) rounds on small tensors, so short
-    chunks mean fewer ops in all (each op is a parallel region, and a thread hand-off)."""
+    """Steps per chunk, ~sqrt(length): T big per-step ops and K small per-chunk ops."""
     if length <= 8:
         return max(length, 1)
-    return min(64, max(4, 1 << int(round(math.log2(math.sqrt(length) / 4)))))
+    return min(128, max(4, 1 << int(round(math.log2(math.sqrt(length))))))
 
 
 class _Layout:
@@ -58,7 +56,7 @@ class _Layout:
 
     def from_chunks(self, t: torch.Tensor) -> torch.Tensor:
         lead = t.shape[2:]
-        t = t.reshape(self.n_chunks * self.chunk, -1).t().reshape(*lead, -1)
+        t = t.reshape(self.n_chunks * self.chunk, -1).t().contiguous().view(*lead, -1)
         return t[..., : self.length] if self.pad else t
 
 
