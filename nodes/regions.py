@@ -51,17 +51,24 @@ class FaceRegionMask:
                                     "tooltip": "Soften the mask edge over this many pixels."}),
             },
             "optional": {
+                "custom_region": ("STRING", {"default": "",
+                                             "tooltip": "Overrides 'region' when set: combine with '+' (face+hair) "
+                                                        "or name a model label (label:car)."}),
                 "model_path": ("STRING", {"default": "",
                                           "tooltip": "Learned backends only: path of a local Mask2Former or "
                                                      "face-parsing model folder (nothing is downloaded)."}),
             },
         }
 
-    def mask(self, image, region="face", backend="auto", dilate=0, feather=0, model_path=""):
+    def mask(self, image, region="face", backend="auto", dilate=0, feather=0, custom_region="", model_path=""):
         from gie_core import regions
 
         image = check_image(image, NODE, "image")
         region = check_choice(region, NODE, "region", region_choices())
+        if custom_region is not None and not isinstance(custom_region, str):
+            raise fail(NODE, f"'custom_region' must be text, got {type(custom_region).__name__}")
+        if (custom_region or "").strip():
+            region = custom_region.strip()
         backend = check_choice(backend, NODE, "backend", backend_choices())
         dilate = check_int(dilate, NODE, "dilate", 0, MAX_GROW)
         feather = check_int(feather, NODE, "feather", 0, MAX_GROW)

@@ -70,6 +70,14 @@ def _rgb(x):
     return x.expand(*x.shape[:3], 3) if x.shape[-1] == 1 else x[..., :3]
 
 
+def control_image_for(block, hint, mask, batch: int):
+    """The IMAGE given to Apply ControlNet: the hint, plus the target mask as a 4th channel for
+    ControlNets trained with it (``use_target_channel``)."""
+    if not block.uses_target_channel:
+        return hint
+    return torch.cat([hint.expand(batch, -1, -1, -1), mask[..., None].expand(batch, -1, -1, 1).to(hint)], dim=-1)
+
+
 def check_inputs(model, control_net, vae, grid, hint, target_mask, layout, seed, steps, cfg, sampler_name, scheduler,
                  control_strength, control_start, control_end, denoise, crop, samplers, schedulers) -> dict:
     """Every check the sampler makes before touching ComfyUI; returns the normalised values.
@@ -179,10 +187,7 @@ class InstructGIESampler:
 
         # -- ComfyUI's own machinery ----------------------------------------------------------------
         comfy_nodes = _comfy_nodes()
-        control_image = hint
-        if block.uses_target_channel:  # this ControlNet also sees the target cell as a 4th channel
-            b = grid.shape[0]
-            control_image = torch.cat([hint.expand(b, -1, -1, -1), mask[..., None].expand(b, -1, -1, 1).to(hint)], dim=-1)
+        control_image = control_image_for(block, hint, mask, grid.shape[0])
         try:
             positive, negative = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(
                 positive, negative, control_net, control_image, v["strength"], v["start"], v["end"], vae=vae)

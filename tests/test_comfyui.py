@@ -342,6 +342,13 @@ def test_comfyui_loader_imports_the_pack_and_sdxl_is_refused(comfy, models, tmp_
             b = cldm(x=x, hint=h1.clone(), timesteps=t * 0.5, context=ctx)["output"][0]
             c = cldm(x=x, hint=h2, timesteps=t, context=ctx)["output"][0]
         out["hint_changes_output"] = float((a - c).abs().max())
+        # Stock Apply ControlNet + KSampler with a SDXL model: the hint block sees 2048-wide text features.
+        try:
+            with torch.inference_mode():
+                cldm(x=x, hint=h1, timesteps=t, context=torch.randn(2, 77, 2048))
+            out["sdxl_stock_error"] = None
+        except ValueError as e:
+            out["sdxl_stock_error"] = str(e)
         out["rows_reused_second_step"] = block.hint_cache.rows_reused - reused0
         # A file that is not an InstructGIE ControlNet.
         from safetensors.torch import save_file
@@ -386,6 +393,7 @@ def test_comfyui_loader_imports_the_pack_and_sdxl_is_refused(comfy, models, tmp_
     assert res["rows_reused_second_step"] == 2  # both rows of the batch came from the cache
     assert "not an InstructGIE VMamba ControlNet" in res["plain_error"] and "Load ControlNet Model" in res["plain_error"]
     assert "SDXL" in res["sdxl_error"] and "SD1.x" in res["sdxl_error"] and "checkpoint" in res["sdxl_error"]
+    assert "SDXL" in res["sdxl_stock_error"] and "SD1.5 checkpoint" in res["sdxl_stock_error"]
 
 
 def test_server_imports_the_pack_and_lists_the_nodes(server):

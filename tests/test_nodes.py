@@ -205,6 +205,16 @@ def test_face_mask_is_the_library_mask_in_comfyui_shape():
     assert 0 <= float(m.min()) and float(m.max()) <= 1
 
 
+def test_face_mask_custom_region_overrides_the_menu():
+    from gie_core.regions import region_mask
+
+    image = rand_image(b=1, h=48, w=48, seed=7)
+    (m,) = FaceMask().mask(image, "hair", "haar", 0, 0, custom_region=" face ")
+    assert torch.equal(m, region_mask(image, region="face", backend="haar"))
+    with pytest.raises(ValueError, match="Face-Region Mask:"):
+        FaceMask().mask(image, "face", "haar", 0, 0, custom_region="face++")
+
+
 def test_face_mask_takes_rgba_and_gray_images():
     # ComfyUI images may carry alpha; the detector sees the RGB part (gray is repeated to RGB).
     from gie_core.regions import region_mask
@@ -292,6 +302,20 @@ def test_hint_block_channel_errors():
     block3, _ = tiny_hint_block()
     with pytest.raises(ValueError, match="5 channels"):
         block3(torch.rand(1, 5, 32, 32), None, None)
+
+
+def test_sampler_adds_the_target_channel_only_for_controlnets_trained_with_it():
+    sampler = importlib.import_module(PACK_NAME + ".nodes.sampler")
+    hint, mask = torch.rand(1, 16, 16, 3), torch.zeros(2, 16, 16)
+    mask[:, 8:, 8:] = 1
+    plain, _ = tiny_hint_block()
+    assert sampler.control_image_for(plain, hint, mask, 2) is hint
+    with_mask, _ = tiny_hint_block(use_target_channel=True)
+    img = sampler.control_image_for(with_mask, hint, mask, 2)
+    assert img.shape == (2, 16, 16, 4)
+    assert torch.equal(img[..., :3], hint.expand(2, -1, -1, -1)) and torch.equal(img[..., 3], mask)
+    with torch.no_grad():  # ComfyUI hands the image channels-first to the hint block
+        assert with_mask(img.movedim(-1, 1), None, None).shape == (2, 16, 2, 2)
 
 
 class _Obj:
