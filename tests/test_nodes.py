@@ -318,6 +318,12 @@ def test_sampler_adds_the_target_channel_only_for_controlnets_trained_with_it():
         assert with_mask(img.movedim(-1, 1), None, None).shape == (2, 16, 2, 2)
 
 
+@pytest.mark.parametrize("name", ["", None, 3])
+def test_loader_refuses_a_missing_name_before_touching_comfyui(name):
+    with pytest.raises(ValueError, match="VMamba ControlNet Loader: 'control_net_name'"):
+        NODES["InstructGIEVMambaControlNetLoader"]().load(name)
+
+
 class _Obj:
     def __init__(self, **kw):
         self.__dict__.update(kw)
