@@ -77,3 +77,12 @@ def test_end_to_end_eval_of_a_trained_run(tmp_path):
         assert np.isfinite(split["psnr"]) and -1 <= split["clip_dir_image"] <= 1
     assert "| full | unseen |" in (out / "metrics.md").read_text()
     assert (out / "samples-full.png").is_file()
+
+
+def test_fid_feature_specs(tmp_path):
+    from trainer.evaluate import load_fid_features
+
+    assert load_fid_features("") is None
+    assert isinstance(load_fid_features("tiny"), TinyFeatures)
+    with pytest.raises(ValueError, match="inception weights"):
+        load_fid_features(str(tmp_path / "missing.pth"))

@@ -39,7 +39,7 @@ def test_few_steps_with_all_three_losses_and_export(tmp_path):
 
 
 def test_loss_falls_on_a_fixed_batch(tmp_path):
-    cfg = _cfg(tmp_path, learning_rate=2e-3, instruction_dropout=0.0, esm=False)
+    cfg = _cfg(tmp_path, learning_rate=2e-3, instruction_dropout=0.0)  # LDM + ESM + SAM
     tr = Trainer(cfg).setup()
     batch = tr.collate([tr.train_set[i] for i in range(2)])
     t = torch.tensor([300, 600])
