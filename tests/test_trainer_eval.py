@@ -25,6 +25,8 @@ def test_psnr_ssim_and_clip_direction():
     mse = float(((noisy - after) ** 2).mean())
     assert res["splits"]["unseen"]["psnr"] == pytest.approx(10 * np.log10(1 / mse), rel=1e-4)
     assert res["splits"]["seen"]["ssim"] == pytest.approx(1.0, abs=1e-5)
+    copy_mse = float(((before - after) ** 2).mean())
+    assert res["splits"]["seen"]["psnr_copy_query"] == pytest.approx(10 * np.log10(1 / copy_mse), rel=1e-4)
     assert res["splits"]["seen"]["clip_dir_image"] == pytest.approx(1.0, abs=1e-5)  # edit == ground truth
     assert res["splits"]["unseen"]["ssim"] < 1.0
     assert set(res["splits"]) == {"seen", "unseen", "all"} and set(res["families"]) == {"a", "b"}

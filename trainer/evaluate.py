@@ -149,14 +149,19 @@ class Scorer:
 
         if not items:
             return {"n": 0}
-        psnr, ssim = [], []
+        psnr, ssim, copy = [], [], []
         for it in items:
             p, a = it.prediction[None].float().clamp(0, 1), it.after[None].float().clamp(0, 1)
             if p.shape != a.shape:
                 p = F.interpolate(p, size=a.shape[-2:], mode="bicubic", antialias=True).clamp(0, 1)
             psnr.append(float(peak_signal_noise_ratio(p, a, data_range=1.0)))
             ssim.append(float(structural_similarity_index_measure(p, a, data_range=1.0)))
+            b = it.before[None].float().clamp(0, 1)
+            if b.shape == a.shape:  # the do-nothing baseline: the query itself as the edit
+                copy.append(float(peak_signal_noise_ratio(b, a, data_range=1.0)))
         res = {"n": len(items), "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
+        if copy:
+            res["psnr_copy_query"] = float(np.mean(copy))
         if self.clip is not None:
             e_p = self._embed([it.prediction for it in items])
             e_b = self._embed([it.before for it in items])
@@ -341,7 +346,8 @@ def load_predictions(folder: str | Path) -> list[EvalItem]:
 
 
 # --------------------------------------------------------------------------- reports
-METRIC_COLUMNS = (("n", "n", "{:d}"), ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+METRIC_COLUMNS = (("n", "n", "{:d}"), ("psnr", "PSNR (dB)", "{:.2f}"),
+                  ("psnr_copy_query", "PSNR of the unedited query (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
                   ("fid", "FID", "{:.2f}"), ("clip_dir_image", "CLIP dir. (image)", "{:.3f}"),
                   ("clip_dir_text", "CLIP dir. (text)", "{:.3f}"))
 
