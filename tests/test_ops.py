@@ -118,6 +118,24 @@ def test_cpu_backend_gradcheck_float64_all_inputs():
     assert torch.autograd.gradcheck(f, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+def test_cpu_backend_slices_big_batches_without_changing_results(monkeypatch):
+    """Batches whose state would be too big are scanned slice by slice (forced here)."""
+    import gie_core.ops.cpu as cpu_mod
+
+    monkeypatch.setattr(cpu_mod, "MAX_STATE_ELEMENTS", 1)  # one batch item per slice
+    inputs = make_inputs(3, 4, 19, 3, groups=2, seed=9)
+    inputs = {k: v.requires_grad_() for k, v in inputs.items()}
+    inputs64, (ref_y, ref_s) = reference64(inputs, True, True)
+    y, s = run(selective_scan_cpu, inputs, True, True, chunk=5)
+    assert_close_scaled(y, ref_y, 1e-10, "y")
+    assert_close_scaled(s, ref_s, 1e-10, "last_state")
+    names = list(ARG_NAMES)
+    grads = torch.autograd.grad((y.sum() + (s * s).sum()), [inputs[k] for k in names])
+    grads_ref = torch.autograd.grad((ref_y.sum() + (ref_s * ref_s).sum()), [inputs64[k] for k in names])
+    for name, g_out, g_ref in zip(names, grads, grads_ref):
+        assert_close_scaled(g_out, g_ref, 1e-9, f"d{name}")
+
+
 def test_half_precision_inputs_compute_in_float32_and_return_input_dtype():
     inputs = make_inputs(1, 4, 33, 4, seed=5, dtype=torch.float32)
     half = {k: v.to(torch.bfloat16) for k, v in inputs.items()}

@@ -156,11 +156,14 @@ def scan_forward(u, delta, A, B, C, chunk: int | None = None):
     T, K = layout.chunk, layout.n_chunks
     dT, uT, BT, CT, AT = _chunked_inputs(u, delta, A, B, C, layout)
     decay, h = _local_states(dT, dT * uT, BT, AT)
-    cum = _cumulative_decay(decay, out=decay)  # in place: the raw decays are not needed again
-    carry, last = _chunk_carries(cum[:, -1], h[:, -1])
-    if K > 1:
-        h.addcmul_(cum, carry.unsqueeze(1))  # each chunk's entering state, decayed to every step
-    del decay, cum
+    chunk_decay = torch.exp(dT.sum(1) * AT)  # Π over a chunk of exp(Δ_t A) = exp(A ΣΔ)
+    carry, last = _chunk_carries(chunk_decay, h[:, -1])
+    if K > 1:  # each chunk's entering state, decayed to every step: carry · Π_{r≤t} decay_r
+        running = carry
+        for t in range(T):
+            running = running * decay[:, t]
+            h[:, t].add_(running)
+    del decay
     if n == 1:
         yT = torch.mul(h.squeeze(5), CT.squeeze(5))
     else:
@@ -233,6 +236,36 @@ def scan_backward(u, delta, A, B, C, grad_y, grad_last, chunk: int | None = None
             back(dB, (b, g, n)), back(dC, (b, g, n)))
 
 
+# Big buffers are (b, d, n, l) each, four of them in backward; batches whose state would exceed
+# this many elements are scanned in slices of the batch, one after the other.
+MAX_STATE_ELEMENTS = 1 << 26  # 256 MiB per float32 buffer
+
+
+def _batch_slices(u, A):
+    b, d, l = u.shape
+    per_item = d * A.shape[1] * l
+    step = max(1, MAX_STATE_ELEMENTS // max(per_item, 1))
+    return [slice(i, min(i + step, b)) for i in range(0, b, step)]
+
+
+def _scan_forward_sliced(u, delta, A, B, C, chunk):
+    slices = _batch_slices(u, A)
+    if len(slices) == 1:
+        return scan_forward(u, delta, A, B, C, chunk)
+    outs = [scan_forward(u[s], delta[s], A, B[s], C[s], chunk) for s in slices]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def _scan_backward_sliced(u, delta, A, B, C, grad_y, grad_last, chunk):
+    slices = _batch_slices(u, A)
+    if len(slices) == 1:
+        return scan_backward(u, delta, A, B, C, grad_y, grad_last, chunk)
+    parts = [scan_backward(u[s], delta[s], A, B[s], C[s], grad_y[s],
+                           None if grad_last is None else grad_last[s], chunk) for s in slices]
+    du, d_delta, dA, dB, dC = zip(*parts)
+    return torch.cat(du), torch.cat(d_delta), sum(dA), torch.cat(dB), torch.cat(dC)
+
+
 class SelectiveScanCPU(torch.autograd.Function):
     """Core scan (u, Δ, A, B, C) → (y, last_state) that saves only its inputs."""
 
@@ -241,7 +274,7 @@ class SelectiveScanCPU(torch.autograd.Function):
         ctx.chunk = chunk
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(u, delta, A, B, C)
-        y, last = scan_forward(u, delta, A, B, C, chunk)
+        y, last = _scan_forward_sliced(u, delta, A, B, C, chunk)
         return y, last
 
     @staticmethod
@@ -249,8 +282,8 @@ class SelectiveScanCPU(torch.autograd.Function):
         u, delta, A, B, C = ctx.saved_tensors
         if grad_y is None:
             grad_y = torch.zeros_like(u)
-        du, d_delta, dA, dB, dC = scan_backward(u, delta, A, B, C, grad_y.contiguous(), grad_last,
-                                                ctx.chunk)
+        du, d_delta, dA, dB, dC = _scan_backward_sliced(u, delta, A, B, C, grad_y.contiguous(),
+                                                        grad_last, ctx.chunk)
         return du, d_delta, dA, dB, dC, None
 
 
