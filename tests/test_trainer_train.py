@@ -22,7 +22,7 @@ def _cfg(tmp_path, **kw):
 
 
 def test_few_steps_with_all_three_losses_and_export(tmp_path):
-    r = train(_cfg(tmp_path, max_steps=3, validate_every=3))
+    r = train(_cfg(tmp_path, max_steps=3, validate_every=3, validation_inference_steps=2))
     hist = r["history"]
     assert [h["step"] for h in hist] == [1, 2, 3]
     for h in hist:
@@ -36,6 +36,10 @@ def test_few_steps_with_all_three_losses_and_export(tmp_path):
     assert type(model).__name__ == "VMambaControlNetModel"
     assert (tmp_path / "run" / "logs").is_dir() and any((tmp_path / "run" / "logs").rglob("events.out.*"))
     assert len(ckpt.list_checkpoints(tmp_path / "run")) == 1  # the final one
+    from PIL import Image
+
+    sheet = Image.open(tmp_path / "run" / "validation" / "step-00000003.png")
+    assert sheet.size == (5 * 64, 4 * 64)  # 4 samples: ex before | ex after | query | edit | truth
 
 
 def test_loss_falls_on_a_fixed_batch(tmp_path):
@@ -110,6 +114,16 @@ def test_esm_latent_mode_and_threshold(tmp_path):
     high = tr.compute_losses(batch, step_generator(0, 1), timesteps=torch.tensor([800, 900]))
     assert low["esm"].item() > 0 and low["esm"].requires_grad
     assert high["esm"].item() == 0.0  # no sample below the threshold
+
+
+def test_8bit_adam_without_bitsandbytes_is_a_clear_error(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed")
+    tr = Trainer(_cfg(tmp_path, use_8bit_adam=True))
+    with pytest.raises(ValueError, match="bitsandbytes"):
+        tr._make_optimizer([torch.nn.Parameter(torch.zeros(2))])
 
 
 def test_cli_help_presets_and_errors(tmp_path, capsys):
