@@ -156,6 +156,15 @@ def test_dispatch_runs_each_available_backend_and_auto_is_cpu_on_cpu():
         assert_close_scaled(y, expected, 1e-10, name)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_length_zero_gives_empty_output_and_zero_gradients(backend):
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(1, 2, 0, 3, seed=0).items()}
+    y, s = run(ops.selective_scan, inputs, True, True, backend=backend)
+    assert y.shape == (1, 2, 0) and s.shape == (1, 2, 3) and not s.abs().any()
+    (y.sum() + s.sum()).backward()
+    assert inputs["A"].grad is None or not inputs["A"].grad.abs().any()
+
+
 def test_env_var_replaces_auto_but_not_an_explicit_backend(monkeypatch):
     monkeypatch.setenv(ops.ENV_BACKEND, "reference")
     assert ops.resolve_backend("auto", "cpu") == "reference"

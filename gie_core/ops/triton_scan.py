@@ -276,6 +276,8 @@ def _forward_carries(kern, u, delta, A, B, plan):
 
 def triton_scan_forward(u, delta, A, B, C, chunk=None):
     """Core scan (no autograd): y ``(b, d, l)`` and last state ``(b, d, n)``; B, C ``(b, g, n, l)``."""
+    if u.shape[-1] == 0:  # nothing to scan (a zero-size grid cannot launch)
+        return torch.zeros_like(u), u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     kern = _kernels()
     plan = _plan(u, A, B, chunk)
     b, d, l, n, g, block, n_pad, chunk, n_chunks = plan
@@ -289,6 +291,9 @@ def triton_scan_forward(u, delta, A, B, C, chunk=None):
 
 def triton_scan_backward(u, delta, A, B, C, grad_y, grad_last, chunk=None):
     """Gradients (du, dΔ, dA, dB, dC) by recomputation and the chunked adjoint scan."""
+    if u.shape[-1] == 0:
+        return (torch.zeros_like(u), torch.zeros_like(delta), torch.zeros_like(A), torch.zeros_like(B),
+                torch.zeros_like(C))
     kern = _kernels()
     plan = _plan(u, A, B, chunk)
     b, d, l, n, g, block, n_pad, chunk, n_chunks = plan
