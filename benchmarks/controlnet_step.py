@@ -109,13 +109,20 @@ def main(argv=None) -> int:
     call = dict(prompt="make it look like winter", image=hint, num_inference_steps=args.steps,
                 guidance_scale=7.5, height=args.size, width=args.size, output_type="np")
 
+    encoded_rows = []  # rows through the hint encoder's stem = real encodes
+    vmamba_cn.hint_encoder.stem.register_forward_hook(lambda m, i, o: encoded_rows.append(i[0].shape[0]))
+    rows_per_run = {}
+
     def run(variant: str) -> tuple[float, float]:
         pipe = pipes["baseline" if variant == "baseline" else "vmamba"]
         vmamba_cn.hint_caching = variant != "nocache"
         vmamba_cn.clear_hint_cache()  # each run starts cold: the cached run pays for its one encode
+        encoded_rows.clear()
         w0, c0 = time.perf_counter(), time.process_time()
         pipe(**call, generator=torch.Generator().manual_seed(0))
-        return time.perf_counter() - w0, time.process_time() - c0
+        elapsed = time.perf_counter() - w0, time.process_time() - c0
+        rows_per_run[variant] = sum(encoded_rows)
+        return elapsed
 
     import gie_core.ops as ops
 
@@ -137,6 +144,8 @@ def main(argv=None) -> int:
         for v in times:
             times[v].append(run(v))
             print(f"  run {r + 1} {v:8s} wall {times[v][-1][0]:7.2f} s   cpu {times[v][-1][1]:7.2f} s", flush=True)
+    print(f"hint-encoder rows encoded per run: cached {rows_per_run['vmamba']}, "
+          f"uncached {rows_per_run['nocache']} (CFG doubles the batch)")
     for i, clock in enumerate(("wall-clock", "CPU")):
         med = {v: statistics.median(t[i] for t in ts) for v, ts in times.items()}
         print(f"{clock} median seconds: conv ControlNet {med['baseline']:.2f}, VMamba cached {med['vmamba']:.2f}, "
