@@ -1,7 +1,8 @@
 """Training-step cost of ESM and SAM relative to a plain ControlNet step, same size, same run.
 
 Every configuration steps on one fixed batch (forward, backward, AdamW) with the same timesteps;
-steps are timed interleaved across configurations in one process, peak memory in a fresh process
+steps are timed (wall clock on a GPU, process CPU time on CPU, so that other load on the
+machine does not count) interleaved across configurations in one process, peak memory in a fresh process
 per configuration. Peak memory is the CUDA allocator's peak on a GPU and, on CPU, the growth of
 the peak resident set during the steps. Ratios are against the plain step (no ESM, no SAM) of this
 run. Goal: ESM+SAM <= 1.3x with gradient checkpointing. The device is accelerate's default (the
@@ -66,14 +67,16 @@ def _one_step(tr, batch, i):
     dev = tr.device
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     loss = tr.compute_losses(batch, step_generator(0, i), timesteps=_timesteps(i, batch["grid"].shape[0]))["total"]
     tr.acc.backward(loss)
     tr.optimizer.step()
     tr.optimizer.zero_grad(set_to_none=True)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    return time.perf_counter() - t0
+        return time.perf_counter() - t0
+    # On CPU the process's CPU time: what the step costs, whatever else loads the machine.
+    return time.process_time() - c0
 
 
 def _peak_rss() -> int:
@@ -99,6 +102,7 @@ def _memory_worker(name: str, overrides: dict, args: dict, queue):
     """Peak memory of a few steps of one configuration, alone in its process."""
     import torch
 
+    torch.set_num_threads(args["threads"])
     with tempfile.TemporaryDirectory() as tmp:
         tr, batch = _make_trainer(name, overrides, args, tmp)
         _one_step(tr, batch, 0)  # first step: lazy allocations (optimizer state) happen here
@@ -129,7 +133,11 @@ def main(argv=None) -> int:
     ap.add_argument("--hint-config", default='{"dims": [16, 32], "depths": [0, 1]}',
                     help="VMamba hint encoder overrides (JSON); '' for the default SD1.5 encoder")
     ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(CONFIGS)}")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: cleanest CPU-time figures)")
     args = vars(ap.parse_args(argv))
+    import torch
+
+    torch.set_num_threads(args["threads"])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     names = [n for n in CONFIGS if not args["only"] or n in args["only"] or n == "plain"]
     # Time: all configurations in one process, interleaved round by round, so that load from other
@@ -158,7 +166,8 @@ def main(argv=None) -> int:
     print(f"\ntrain step cost vs plain ControlNet step ({base['device']}, tile {args['tile']}, batch {args['batch_size']}, "
           f"checkpointing {'off' if args['no_checkpointing'] else 'on'}, base {args['base_model']}):")
     mem = "peak memory (MiB)" if device.startswith("cuda") else "peak RSS growth in steps (MiB)"
-    print(f"| configuration | step (ms) | time ratio | {mem} | memory ratio |\n|---|---|---|---|---|")
+    unit = "step (ms)" if device.startswith("cuda") else "step (CPU ms)"
+    print(f"| configuration | {unit} | time ratio | {mem} | memory ratio |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['name']} | {r['step_s'] * 1000:.1f} | {r['step_s'] / base['step_s']:.2f}x | "
               f"{r['peak_bytes'] / 2**20:.0f} | {r['peak_bytes'] / base['peak_bytes']:.2f}x |")
