@@ -275,6 +275,7 @@ def load_base(path, *, dtype: torch.dtype | str | None = torch.float32, allow_pi
         config_dir: for single files, a diffusers-layout folder of configs (default: the shipped
             SD1.5 configs).
     """
+    # the device check (no fp16 on CPU) is load_pipeline's; here only the name is resolved
     dtype = resolve_dtype(dtype, "cuda") if dtype is not None else torch.float32
     p = _existing(path, "base")
     if p.is_dir():

@@ -11,6 +11,16 @@ TILE = 64
 HINT = dict(dims=(8, 16), depths=(0, 1))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These models are tiny: on a shared CPU, torch's intra-op thread hand-offs cost more than the
+    maths (measured 20x slower with 2 threads under load), so run this module single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _as_if_trained(controlnet, seed=0):
     """Fresh ControlNets have zero output convs (no effect); give them small random weights so the
     tests can see the control signal."""
