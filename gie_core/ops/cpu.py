@@ -1,14 +1,17 @@
 """Fast pure-PyTorch selective scan (the ``"cpu"`` backend; it also runs on any torch device).
 
 How it works (a two-level chunked scan):
-  The sequence is cut into ``n_chunks`` chunks of ``chunk`` steps and laid out as
-  ``(chunk, batch, groups, dim/groups, d_state, n_chunks)`` so that one time step of *all* chunks is
-  one contiguous slab. A Python loop over the ``chunk`` steps runs the recurrence
-  ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t`` on every chunk at once (one fused ``addcmul_`` per step),
-  a short loop over the chunks carries the state from chunk to chunk, and one ``addcmul_`` with the
-  in-chunk cumulative product of the decays adds each chunk's incoming state. Only ``exp(Δ A)``
-  is ever exponentiated (it is ≤ 1 whenever Δ ≥ 0 and A ≤ 0), so nothing overflows the way
-  ``exp(S)·exp(−S)`` log-space tricks do, and no ``-inf`` fill can turn into a NaN gradient.
+  The sequence is cut into K chunks of T ≈ sqrt(l) steps, laid out chunk-major as
+  ``(K, T, batch, groups, dim/groups, d_state)`` (one 2-D transpose in, one out), so step t of
+  *all* chunks is one slab of K contiguous rows. A Python loop over the T steps runs the
+  recurrence ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t`` on every chunk at once (one ``addcmul_``
+  per step); a serial loop over the chunks on small contiguous tensors carries the state from
+  chunk to chunk (chunk decay = exp(A ΣΔ)); a second loop over the steps adds each chunk's entering
+  state times the running product of the decays; y = Σ_n C h is a batched matmul. Only ``exp(Δ A)``
+  is ever exponentiated (≤ 1 whenever Δ ≥ 0 and A ≤ 0) and the running products multiply numbers
+  ≤ 1, so nothing overflows the way ``exp(S)·exp(−S)`` log-space tricks do, and no ``-inf`` fill
+  can turn into a NaN gradient. Every op is a whole slab or tensor: each op is a parallel region
+  and costs a thread hand-off, so the op count is kept near 2T + K + 20.
 
   The autograd Function saves only its inputs; backward recomputes the states and runs the
   adjoint recurrence ``g_t = C_t gy_t + exp(Δ_{t+1} A) g_{t+1}`` with the same chunked machinery,
