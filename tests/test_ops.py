@@ -145,7 +145,8 @@ def test_half_precision_inputs_compute_in_float32_and_return_input_dtype():
     assert_close_scaled(y.float(), ref.float(), 1e-2, "y(bf16)")
 
 
-def test_dispatch_runs_each_available_backend_and_auto_is_cpu_on_cpu():
+def test_dispatch_runs_each_available_backend_and_auto_is_cpu_on_cpu(monkeypatch):
+    monkeypatch.delenv(ops.ENV_BACKEND, raising=False)
     inputs = make_inputs(1, 3, 20, 4, seed=7)
     expected = run(selective_scan_reference, inputs, True, False)
     assert ops.resolve_backend("auto", "cpu") == "cpu"

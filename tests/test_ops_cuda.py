@@ -82,7 +82,8 @@ def test_mamba_ssm_on_cuda_matches_reference(case):
     _check_backend("mamba_ssm", case)
 
 
-def test_auto_on_cuda_picks_a_gpu_backend():
+def test_auto_on_cuda_picks_a_gpu_backend(monkeypatch):
+    monkeypatch.delenv(ops.ENV_BACKEND, raising=False)
     expected = ("mamba_ssm" if "mamba_ssm" in ops.available_backends("cuda")
                 else "triton" if HAS_TRITON else "cpu")
     assert ops.resolve_backend("auto", "cuda") == expected
