@@ -99,9 +99,8 @@ def unify_instruction(text: str, enabled: bool = True) -> str:
 def controlnet_wants_target_channel(controlnet) -> bool:
     """Whether the ControlNet's hint has a 4th channel marking the target cell."""
     cfg = controlnet.config
-    flag = getattr(cfg, "use_target_channel", None)
-    if flag is None and isinstance(cfg, dict):
-        flag = cfg.get("use_target_channel")
+    hint_cfg = getattr(cfg, "hint_encoder_config", None) or {}  # VMambaControlNetModel keeps it here
+    flag = dict(hint_cfg).get("use_target_channel", getattr(cfg, "use_target_channel", None))
     if flag is not None:
         return bool(flag)
     return int(getattr(cfg, "conditioning_channels", 3)) == 4
