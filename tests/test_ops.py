@@ -12,6 +12,12 @@ from gie_core import ops
 from gie_core.ops.cpu import selective_scan_cpu
 from gie_core.ops.reference import selective_scan_reference
 
+try:
+    from gie_core.ops import numba_scan
+except ImportError:  # numba is a core dependency, but the pure-PyTorch fallback must work without it
+    numba_scan = None
+needs_numba = pytest.mark.skipif(numba_scan is None, reason="numba is not installed")
+
 ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -52,7 +58,16 @@ CASES = {
     "tiny_delta": (1, 4, 50, 2, 2, False, True, False, False, False, (1e-6, 1e-5), 8),
     "default_chunk_300": (1, 3, 300, 1, None, True, True, True, True, True, (0.0, 0.3), None),
     "no_extras_n16": (2, 2, 70, 16, None, False, False, False, False, False, (0.0, 2.0), None),
+    "softplus_extremes": (1, 4, 45, 4, None, True, True, True, True, True, (-25.0, 25.0), 8),
 }
+
+# The two fast CPU implementations: "cpu" runs the fused numba kernel when numba imports,
+# "cpu_torch" (and "cpu" without numba) the pure-PyTorch chunked scan.
+IMPLS = {
+    "cpu_torch": lambda *a, chunk=None, **kw: selective_scan_cpu(*a, chunk=chunk, **kw),
+    "numba": lambda *a, chunk=None, **kw: numba_scan.selective_scan_numba(*a, **kw),
+}
+IMPL_PARAMS = [pytest.param("cpu_torch"), pytest.param("numba", marks=needs_numba)]
 
 
 def reference64(inputs, softplus, last):
@@ -69,16 +84,17 @@ def assert_close_scaled(actual, expected, rtol, name):
     assert err <= rtol * scale, f"{name}: max error {err.item():.3e} > {rtol} × scale {scale.item():.3e}"
 
 
+@pytest.mark.parametrize("impl", IMPL_PARAMS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", list(CASES))
-def test_cpu_backend_matches_reference_values_and_gradients(case, dtype):
+def test_cpu_backends_match_reference_values_and_gradients(case, dtype, impl):
     b, d, l, n, g, with_D, with_z, with_bias, softplus, last, drange, chunk = CASES[case]
     seed = hash((case, str(dtype))) % 10_000
     inputs = make_inputs(b, d, l, n, groups=g, with_D=with_D, with_z=with_z, with_bias=with_bias,
                          delta_range=drange, dtype=dtype, seed=seed)
     inputs = {k: None if v is None else v.requires_grad_() for k, v in inputs.items()}
     inputs64, ref = reference64(inputs, softplus, last)
-    out = run(selective_scan_cpu, inputs, softplus, last, chunk=chunk)
+    out = run(IMPLS[impl], inputs, softplus, last, chunk=chunk)
     ref_y, ref_s = ref if last else (ref, None)
     y, s = out if last else (out, None)
     assert y.dtype == dtype and y.shape == (b, d, l)
@@ -105,14 +121,15 @@ def test_cpu_backend_matches_reference_values_and_gradients(case, dtype):
         assert_close_scaled(g_out, g_ref, grad_rtol, f"d{name}")
 
 
-def test_cpu_backend_gradcheck_float64_all_inputs():
+@pytest.mark.parametrize("impl", IMPL_PARAMS)
+def test_cpu_backends_gradcheck_float64_all_inputs(impl):
     inputs = make_inputs(1, 4, 7, 3, groups=2, delta_range=(0.0, 0.8), seed=3)
     names = list(ARG_NAMES)
     tensors = tuple(inputs[k].requires_grad_() for k in names)
 
     def f(*args):
         kw = dict(zip(names, args))
-        y, s = run(selective_scan_cpu, kw, True, True, chunk=3)  # 3 chunks, one padded
+        y, s = run(IMPLS[impl], kw, True, True, chunk=3)  # cpu_torch: 3 chunks, one padded
         return y, s
 
     assert torch.autograd.gradcheck(f, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
@@ -136,10 +153,53 @@ def test_cpu_backend_slices_big_batches_without_changing_results(monkeypatch):
         assert_close_scaled(g_out, g_ref, 1e-9, f"d{name}")
 
 
-def test_half_precision_inputs_compute_in_float32_and_return_input_dtype():
+@needs_numba
+def test_numba_backward_channel_slices_give_the_same_gradients(monkeypatch):
+    """Backward splits each (batch, group) into channel slices with private dB/dC buffers (their
+    number depends on the thread count); force uneven slices: 5 channels as 3 + 2."""
+    monkeypatch.setattr(numba_scan, "_channel_slices", lambda b, g, dg: 2)
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(2, 5, 23, 3, seed=11).items()}
+    inputs64, (ref_y, ref_s) = reference64(inputs, True, True)
+    y, s = run(numba_scan.selective_scan_numba, inputs, True, True)
+    names = list(ARG_NAMES)
+    grads = torch.autograd.grad(y.sum() + (s * s).sum(), [inputs[k] for k in names])
+    grads_ref = torch.autograd.grad(ref_y.sum() + (ref_s * ref_s).sum(), [inputs64[k] for k in names])
+    for name, g_out, g_ref in zip(names, grads, grads_ref):
+        assert_close_scaled(g_out, g_ref, 1e-9, f"d{name}")
+
+
+@needs_numba
+def test_numba_float32_exp_and_softplus_match_float64():
+    """The kernels' own float32 exp / log1p (vectorisable polynomials) against NumPy in float64."""
+    import numpy as np
+    from numba import njit
+
+    @njit
+    def exp_and_softplus(x):
+        e = np.empty_like(x)
+        sp = np.empty_like(x)
+        for i in range(x.size):
+            e[i] = numba_scan.fast_exp(x[i])
+            sp[i] = numba_scan._softplus(x[i])
+        return e, sp
+
+    x = np.concatenate([np.linspace(-90, 88, 20001), np.linspace(-1e-3, 1e-3, 2001)]).astype(np.float32)
+    e, sp = exp_and_softplus(x)
+    x64 = x.astype(np.float64)
+    e64, sp64 = np.exp(x64), np.logaddexp(0.0, x64)
+    ok = e64 > 1e-37  # below that float32 is denormal: the kernel flushes exp(x < -87.3) to 0
+    assert np.all(np.abs(e[ok] - e64[ok]) <= 4e-7 * e64[ok])
+    assert np.all(np.abs(e[~ok] - e64[~ok]) <= 1.2e-37)
+    assert np.all(np.abs(sp - sp64) <= 4e-7 * sp64 + 1.2e-37)  # softplus(x) ≈ exp(x) far left
+    big = exp_and_softplus(np.array([89.0, -100.0], dtype=np.float32))[0]
+    assert np.isinf(big[0]) and big[1] == 0.0  # overflow stays visible to the finite check
+
+
+@pytest.mark.parametrize("impl", IMPL_PARAMS)
+def test_half_precision_inputs_compute_in_float32_and_return_input_dtype(impl):
     inputs = make_inputs(1, 4, 33, 4, seed=5, dtype=torch.float32)
     half = {k: v.to(torch.bfloat16) for k, v in inputs.items()}
-    y = run(selective_scan_cpu, half, True, False)
+    y = run(IMPLS[impl], half, True, False)
     assert y.dtype == torch.bfloat16
     _, ref = reference64(half, True, False)
     assert_close_scaled(y.float(), ref.float(), 1e-2, "y(bf16)")
@@ -150,6 +210,8 @@ def test_dispatch_runs_each_available_backend_and_auto_is_cpu_on_cpu(monkeypatch
     inputs = make_inputs(1, 3, 20, 4, seed=7)
     expected = run(selective_scan_reference, inputs, True, False)
     assert ops.resolve_backend("auto", "cpu") == "cpu"
+    assert ops.cpu_implementation("cpu") == ("torch" if numba_scan is None else "numba")
+    assert {"reference", "cpu", "cpu_torch"} <= set(ops.available_backends("cpu"))
     for name in ops.available_backends("cpu"):
         if name == "triton":  # exercised in tests/test_ops_triton.py (interpreter is slow)
             continue
@@ -157,13 +219,31 @@ def test_dispatch_runs_each_available_backend_and_auto_is_cpu_on_cpu(monkeypatch
         assert_close_scaled(y, expected, 1e-10, name)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "cpu_torch"])
 def test_length_zero_gives_empty_output_and_zero_gradients(backend):
     inputs = {k: v.requires_grad_() for k, v in make_inputs(1, 2, 0, 3, seed=0).items()}
     y, s = run(ops.selective_scan, inputs, True, True, backend=backend)
     assert y.shape == (1, 2, 0) and s.shape == (1, 2, 3) and not s.abs().any()
     (y.sum() + s.sum()).backward()
     assert inputs["A"].grad is None or not inputs["A"].grad.abs().any()
+
+
+def test_cpu_backend_falls_back_to_pure_pytorch_without_numba(monkeypatch):
+    """Where numba cannot be imported, backend "cpu" runs the chunked PyTorch scan (ops/cpu.py)."""
+    import gie_core.ops.cpu as cpu_mod
+
+    calls = []
+    real = cpu_mod.selective_scan_cpu
+    monkeypatch.setattr(ops, "_numba_scan_fn", lambda: None)
+    monkeypatch.setattr(cpu_mod, "selective_scan_cpu", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    assert ops.cpu_implementation("cpu") == "torch"
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(1, 3, 17, 2, seed=4).items()}
+    inputs64, ref = reference64(inputs, True, False)
+    y = run(ops.selective_scan, inputs, True, False, backend="cpu")
+    assert calls, "backend 'cpu' did not run the PyTorch scan"
+    assert_close_scaled(y, ref, 1e-10, "y")
+    (g_u,), (g_ref,) = torch.autograd.grad(y.sum(), [inputs["u"]]), torch.autograd.grad(ref.sum(), [inputs64["u"]])
+    assert_close_scaled(g_u, g_ref, 1e-9, "du")
 
 
 def test_env_var_replaces_auto_but_not_an_explicit_backend(monkeypatch):

@@ -9,7 +9,9 @@ Public interface (stable, see DESIGN.md):
 Backends of ``selective_scan`` (all differentiable, all with mamba-ssm's ``selective_scan_fn``
 semantics):
     "reference"  plain loop (ops/reference.py), any float dtype incl. float64; the ground truth.
-    "cpu"        fast pure PyTorch chunked scan (ops/cpu.py); runs on any device.
+    "cpu"        fast CPU scan: the fused numba kernel (ops/numba_scan.py) for CPU tensors when numba
+                 imports, else (or on other devices) the pure-PyTorch chunked scan.
+    "cpu_torch"  the pure-PyTorch chunked scan (ops/cpu.py) explicitly; runs on any device.
     "triton"     Triton kernels, forward and backward (ops/triton_scan.py); needs triton.
     "mamba_ssm"  mamba-ssm's CUDA kernel when it is installed (never required).
     "auto"       CUDA: mamba_ssm if importable, else triton if importable, else cpu;
@@ -27,13 +29,32 @@ import torch
 from .checks import check_selective_scan_inputs
 from .reference import cross_merge_reference, cross_scan_reference, selective_scan_reference
 
-BACKENDS = ("reference", "cpu", "triton", "mamba_ssm")
+BACKENDS = ("reference", "cpu", "cpu_torch", "triton", "mamba_ssm")
 ENV_BACKEND = "GIE_SCAN_BACKEND"
 
 
 @functools.lru_cache(maxsize=None)
 def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _numba_scan_fn():
+    """The fused numba scan or None when numba cannot be imported; imported lazily, once.
+
+    Importing compiles nothing: each kernel is compiled on its first call (seconds) and cached on
+    disk by numba, so later processes load the machine code.
+    """
+    try:
+        from .numba_scan import selective_scan_numba
+    except Exception:  # ImportError, or numba refusing this NumPy version
+        return None
+    return selective_scan_numba
+
+
+def cpu_implementation(device="cpu") -> str:
+    """What backend "cpu" runs on ``device``: "numba" (fused kernel, CPU tensors) or "torch"."""
+    return "numba" if torch.device(device).type == "cpu" and _numba_scan_fn() is not None else "torch"
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,11 +77,11 @@ def _triton_usable(device: torch.device) -> bool:
 
 
 def available_backends(device="cpu") -> list[str]:
-    """Backends ``selective_scan`` can run on ``device`` here, fastest-preferred last-resort order
-    aside: always "reference" and "cpu"; "triton" on CUDA (or on CPU under TRITON_INTERPRET=1);
-    "mamba_ssm" on CUDA when importable."""
+    """Backends ``selective_scan`` can run on ``device`` here: always "reference", "cpu" and
+    "cpu_torch"; "triton" on CUDA (or on CPU under TRITON_INTERPRET=1); "mamba_ssm" on CUDA when
+    importable. (What "cpu" runs: :func:`cpu_implementation`.)"""
     device = torch.device(device)
-    names = ["reference", "cpu"]
+    names = ["reference", "cpu", "cpu_torch"]
     if _triton_usable(device):
         names.append("triton")
     if device.type == "cuda" and _mamba_ssm_fn() is not None:
@@ -146,7 +167,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     of d/g channels); D, delta_bias ``(d,)``. Returns y ``(b, d, l)`` in u's dtype, and the last
     state ``(b, d, n)`` when ``return_last_state``. Half-precision inputs are computed in float32.
 
-    ``backend``: "auto", "reference", "cpu", "triton" or "mamba_ssm" (see the module docstring;
+    ``backend``: "auto", "reference", "cpu", "cpu_torch", "triton" or "mamba_ssm" (see the module docstring;
     GIE_SCAN_BACKEND replaces "auto"). ``check_finite`` (default True) raises ValueError when an
     input or the output holds NaN/inf; it costs one cheap reduction and, on CUDA, one host sync.
     Bad shapes, non-float dtypes or mixed devices raise ValueError naming the argument.
@@ -159,7 +180,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if name == "reference":
         out = selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                        return_last_state)
-    elif name == "cpu":
+    elif name == "cpu" and cpu_implementation(u.device) == "numba":
+        out = _numba_scan_fn()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    elif name in ("cpu", "cpu_torch"):
         from .cpu import selective_scan_cpu
         out = selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     elif name == "triton":
@@ -216,4 +239,4 @@ def cross_merge(y, h, w, *, backend="auto"):
 
 
 __all__ = ["selective_scan", "cross_scan", "cross_merge", "available_backends", "resolve_backend",
-           "BACKENDS", "ENV_BACKEND"]
+           "cpu_implementation", "BACKENDS", "ENV_BACKEND"]
