@@ -1,5 +1,8 @@
 """CPU selective-scan benchmark: each backend vs the reference loop and vs mambapy's parallel scan.
 
+Rows: "reference" (the loop), "cpu" (the fused numba kernel when numba imports, else the PyTorch
+scan; the header says which), "cpu_torch" (the pure-PyTorch chunked scan), "mambapy".
+
 Usage:
     .venv/bin/python benchmarks/scan.py                 # (4, 96, 4096) at d_state 1 and 16
     .venv/bin/python benchmarks/scan.py --length 1024 --states 16 --repeats 5
@@ -7,7 +10,8 @@ Usage:
 Shapes follow SS2D: batch·4 directions = 4, d = 96 channels, L = 4096 (a 64×64 feature map).
 Inputs are VMamba-like: A = -(1..n), Δ = softplus(dt + bias) with small dt, D = 1.
 Every figure is the best of ``--repeats`` runs measured in this process; ratios are
-baseline_ms / backend_ms, so > 1 means the backend is faster.
+baseline_ms / backend_ms, so > 1 means the backend is faster. One untimed warm-up call per row
+(for "cpu" that includes numba's compile, or its load from numba's on-disk cache).
 mambapy (a published pure-PyTorch Blelloch scan) gets its native (B, L, D) layout prepared
 outside the timed region and Δ already softplus'd, so its figures are, if anything, flattering.
 """
@@ -126,7 +130,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     print(f"selective scan, CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.clock} clock, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "
-          f"(b, d, l) = ({args.batch}, {args.dim}, {args.length}), D + delta_bias + softplus, float32")
+          f"(b, d, l) = ({args.batch}, {args.dim}, {args.length}), D + delta_bias + softplus, float32; "
+          f"'cpu' runs the {ops.cpu_implementation('cpu')} implementation")
     table = {}
     for n in args.states:
         bench_state_size(args, n, table)

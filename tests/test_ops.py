@@ -169,6 +169,20 @@ def test_numba_backward_channel_slices_give_the_same_gradients(monkeypatch):
 
 
 @needs_numba
+def test_numba_kernels_use_the_workqueue_thread_pool(monkeypatch):
+    """numba's OpenMP layer next to torch's OpenMP makes later torch ops spin-wait (100x slower
+    sums were measured), so the kernels run on numba's workqueue pool unless the user chose a layer."""
+    import os
+
+    import numba
+
+    inputs = make_inputs(1, 2, 9, 2, seed=6, dtype=torch.float32)
+    run(numba_scan.selective_scan_numba, inputs, True, False)
+    expected = os.environ.get("NUMBA_THREADING_LAYER") or "workqueue"
+    assert numba.threading_layer() == expected
+
+
+@needs_numba
 def test_numba_float32_exp_and_softplus_match_float64():
     """The kernels' own float32 exp / log1p (vectorisable polynomials) against NumPy in float64."""
     import numpy as np

@@ -29,6 +29,8 @@ numba's cache); importing this module compiles nothing.
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import numba
 import numpy as np
@@ -39,6 +41,24 @@ from numba.core.extending import intrinsic, overload
 
 
 _KERNEL_FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+def _prefer_workqueue_threads() -> None:
+    """Use numba's own "workqueue" thread pool unless the user chose a layer (NUMBA_THREADING_LAYER).
+
+    Why: numba's default here is its OpenMP layer, a second GNU OpenMP runtime next to torch's; once
+    it has run, the two spin against each other and every later torch op slows down (measured: a
+    1.5 M-element ``torch.sum`` went from 0.05 ms to 16 ms wall). The workqueue pool does not spin.
+    It must not be entered from two threads at once, so kernel launches hold ``_LAUNCH_LOCK``.
+    """
+    from numba.np.ufunc import parallel
+
+    if not os.environ.get("NUMBA_THREADING_LAYER") and not parallel._is_initialized:
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+_prefer_workqueue_threads()
+_LAUNCH_LOCK = threading.Lock()
 _EXP_FASTMATH = {"contract", "nsz"}
 
 
@@ -157,7 +177,7 @@ def _forward_kernel(u, delta, A, Bt, Ct, D, z, bias, has_D, has_z, has_bias, sof
         dts = np.empty(TILE, dtype=u.dtype)
         dtus = np.empty(TILE, dtype=u.dtype)
         ys = np.empty(TILE, dtype=u.dtype)
-        dec = np.empty((TILE, n), dtype=u.dtype)
+        dec = np.empty(TILE * n, dtype=u.dtype)  # flat: a unit-stride vector loop when n == 1
         for t0 in range(0, l, TILE):
             m = min(TILE, l - t0)
             for j in range(m):
@@ -169,22 +189,22 @@ def _forward_kernel(u, delta, A, Bt, Ct, D, z, bias, has_D, has_z, has_bias, sof
             if n == 1:
                 a0 = a[0]
                 for j in range(m):
-                    dec[j, 0] = fast_exp(dts[j] * a0)
+                    dec[j] = fast_exp(dts[j] * a0)
                 h0 = h[0]
                 for j in range(m):
-                    h0 = dec[j, 0] * h0 + dtus[j] * Bt[bi, gi, t0 + j, 0]
+                    h0 = dec[j] * h0 + dtus[j] * Bt[bi, gi, t0 + j, 0]
                     ys[j] = h0 * Ct[bi, gi, t0 + j, 0]
                 h[0] = h0
             else:
                 for j in range(m):
                     dt = dts[j]
                     for k in range(n):
-                        dec[j, k] = fast_exp(dt * a[k])
+                        dec[j * n + k] = fast_exp(dt * a[k])
                 for j in range(m):
                     dtu = dtus[j]
                     acc = zero
                     for k in range(n):
-                        hk = dec[j, k] * h[k] + dtu * Bt[bi, gi, t0 + j, k]
+                        hk = dec[j * n + k] * h[k] + dtu * Bt[bi, gi, t0 + j, k]
                         h[k] = hk
                         acc += hk * Ct[bi, gi, t0 + j, k]
                     ys[j] = acc
@@ -243,14 +263,23 @@ def _backward_kernel(u, delta, A, Bt, Ct, D, z, bias, has_D, has_z, has_bias, so
                 else:
                     dts[t] = x
                     dsp[t] = zero + 1
-            for t in range(l):
-                dt = dts[t]
-                for k in range(n):
-                    decays[t, k] = fast_exp(dt * a[k])
-            for t in range(l):
-                dtu = dts[t] * u[bi, c, t]
-                for k in range(n):
-                    states[t + 1, k] = decays[t, k] * states[t, k] + dtu * Bt[bi, gi, t, k]
+            if n == 1:  # vector loop over t for the decays, scalar recurrence
+                a0 = a[0]
+                for t in range(l):
+                    decays[t, 0] = fast_exp(dts[t] * a0)
+                h0 = zero
+                for t in range(l):
+                    h0 = decays[t, 0] * h0 + dts[t] * u[bi, c, t] * Bt[bi, gi, t, 0]
+                    states[t + 1, 0] = h0
+            else:
+                for t in range(l):
+                    dt = dts[t]
+                    for k in range(n):
+                        decays[t, k] = fast_exp(dt * a[k])
+                for t in range(l):
+                    dtu = dts[t] * u[bi, c, t]
+                    for k in range(n):
+                        states[t + 1, k] = decays[t, k] * states[t, k] + dtu * Bt[bi, gi, t, k]
             dD_acc = zero
             for t in range(l):
                 g_t = gy[bi, c, t]
@@ -268,6 +297,29 @@ def _backward_kernel(u, delta, A, Bt, Ct, D, z, bias, has_D, has_z, has_bias, so
                 adj[k] = glast[bi, c, k]
                 dA_acc[k] = 0
             dbias_acc = zero
+            if n == 1:  # scalar sweep: six inner loops of one iteration each would cost 5x more
+                a0 = a[0]
+                g0 = adj[0]
+                dA0 = zero
+                for t in range(l - 1, -1, -1):
+                    dt = dts[t]
+                    ut = u[bi, c, t]
+                    gyt = gyc[t]
+                    g0 += Ct[bi, gi, t, 0] * gyt  # dL/dh_t
+                    dCp[t, 0] += gyt * states[t + 1, 0]
+                    dBp[t, 0] += g0 * dt * ut
+                    s_b = g0 * Bt[bi, gi, t, 0]
+                    q = g0 * decays[t, 0] * states[t, 0]  # dL/d(Δ_t A)
+                    dA0 += q * dt
+                    g0 *= decays[t, 0]
+                    du[bi, c, t] = dt * s_b + D_c * gyt
+                    g_delta = (ut * s_b + q * a0) * dsp[t]
+                    ddelta[bi, c, t] = g_delta
+                    dbias_acc += g_delta
+                dA_part[bi, c, 0] = dA0
+                dD_part[bi, c] = dD_acc
+                dbias_part[bi, c] = dbias_acc
+                continue
             for t in range(l - 1, -1, -1):
                 dt = dts[t]
                 ut = u[bi, c, t]
@@ -275,16 +327,22 @@ def _backward_kernel(u, delta, A, Bt, Ct, D, z, bias, has_D, has_z, has_bias, so
                 dtu = dt * ut
                 s_b = zero
                 s_log = zero
+                # Separate loops, each writing one array: one fused loop writing four arrays needs
+                # more runtime alias checks than LLVM allows and stayed scalar.
                 for k in range(n):
-                    gk = adj[k] + Ct[bi, gi, t, k] * gyt  # dL/dh_t
+                    adj[k] += Ct[bi, gi, t, k] * gyt  # now dL/dh_t
+                for k in range(n):
                     dCp[t, k] += gyt * states[t + 1, k]
-                    dBp[t, k] += gk * dtu
-                    s_b += gk * Bt[bi, gi, t, k]
-                    ge = gk * decays[t, k]
-                    q = ge * states[t, k]  # dL/d(Δ_t A_k)
+                for k in range(n):
+                    dBp[t, k] += adj[k] * dtu
+                for k in range(n):
+                    s_b += adj[k] * Bt[bi, gi, t, k]
+                for k in range(n):
+                    q = adj[k] * decays[t, k] * states[t, k]  # dL/d(Δ_t A_k)
                     s_log += q * a[k]
                     dA_acc[k] += q * dt
-                    adj[k] = ge
+                for k in range(n):
+                    adj[k] *= decays[t, k]
                 du[bi, c, t] = dt * s_b + D_c * gyt
                 g_delta = (ut * s_b + s_log) * dsp[t]
                 ddelta[bi, c, t] = g_delta
@@ -305,7 +363,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def _channel_slices(b: int, g: int, dg: int) -> int:
     """Channel slices per (batch, group) in backward: enough work items for every thread."""
-    want = 2 * numba.get_num_threads()
+    want = 2 * max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     return max(1, min(dg, -(-want // max(b * g, 1))))
 
 
@@ -324,9 +382,10 @@ class SelectiveScanNumba(torch.autograd.Function):
         b, d, l = u.shape
         y = torch.empty_like(u)
         last = u.new_empty(b, d, A.shape[1])
-        _set_threads()
-        _forward_kernel(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, softplus),
-                        _np(y), _np(last))
+        with _LAUNCH_LOCK:
+            _set_threads()
+            _forward_kernel(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, softplus),
+                            _np(y), _np(last))
         return y, last
 
     @staticmethod
@@ -336,16 +395,17 @@ class SelectiveScanNumba(torch.autograd.Function):
         g, n = B.shape[1], A.shape[1]
         grad_y = torch.zeros_like(u) if grad_y is None else grad_y.to(u.dtype).contiguous()
         glast = u.new_zeros(b, d, n) if grad_last is None else grad_last.to(u.dtype).contiguous()
-        _set_threads()
         S = _channel_slices(b, g, d // g)
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
         dz = torch.empty_like(u) if z is not None else u.new_empty(0, 0, 0)
         dA_part = u.new_empty(b, d, n)
         dD_part, dbias_part = u.new_empty(b, d), u.new_empty(b, d)
         dBt, dCt = u.new_zeros(b, g, S, l, n), u.new_zeros(b, g, S, l, n)
-        _backward_kernel(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, ctx.softplus),
-                         _np(grad_y), _np(glast), _np(du), _np(ddelta), _np(dz), _np(dA_part),
-                         _np(dD_part), _np(dbias_part), _np(dBt), _np(dCt))
+        with _LAUNCH_LOCK:
+            _set_threads()
+            _backward_kernel(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, ctx.softplus),
+                             _np(grad_y), _np(glast), _np(du), _np(ddelta), _np(dz), _np(dA_part),
+                             _np(dD_part), _np(dbias_part), _np(dBt), _np(dCt))
         dB = (dBt[:, :, 0] if S == 1 else dBt.sum(2)).transpose(-1, -2)
         dC = (dCt[:, :, 0] if S == 1 else dCt.sum(2)).transpose(-1, -2)
         return (du, ddelta, dA_part.sum(0), dB, dC,
