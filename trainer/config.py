@@ -45,6 +45,8 @@ class TrainConfig:
     vae_pretrain_steps: int = field(default=0, metadata={"help": "first train the VAE alone this many steps (from-scratch tiny stacks)"})
     vae_lr: float = field(default=1e-3, metadata={"help": "learning rate of the VAE pretraining stage"})
     tiny_seed: int = field(default=0, metadata={"help": "seed of the random tiny SD (base_model=tiny)"})
+    tiny_unet_config: str = field(default="", metadata={"help": "JSON overrides of gie_core.tiny's UNet config (base_model=tiny)"})
+    tiny_vae_config: str = field(default="", metadata={"help": "JSON overrides of gie_core.tiny's VAE config (base_model=tiny)"})
     instruction_dropout: float = field(default=0.05, metadata={"help": "probability of training on an empty instruction (classifier-free guidance)"})
 
     # --- losses
@@ -115,12 +117,15 @@ class TrainConfig:
         if self.esm and self.lambda_esm > 0 and not self.clip_model:
             raise ValueError("clip_model is empty but ESM is on: give a local CLIP vision model folder "
                              "(--clip-model PATH), 'tiny', or turn ESM off with --no-esm")
-        if self.hint_encoder_config:
+        for name in ("hint_encoder_config", "tiny_unet_config", "tiny_vae_config"):
+            text = getattr(self, name)
+            if not text:
+                continue
             try:
-                if not isinstance(json.loads(self.hint_encoder_config), dict):
+                if not isinstance(json.loads(text), dict):
                     raise ValueError
             except ValueError:
-                raise ValueError(f"hint_encoder_config={self.hint_encoder_config!r}: expected a JSON object") from None
+                raise ValueError(f"{name}={text!r}: expected a JSON object") from None
         return self
 
 

@@ -46,10 +46,15 @@ def load_base(cfg: TrainConfig) -> SDComponents:
 
     src = cfg.base_model
     if src == "tiny":
-        from gie_core.tiny import make_tiny_sd_components
+        from gie_core import tiny
 
-        c = make_tiny_sd_components(cfg.tiny_seed)
-        return SDComponents(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"],
+        c = tiny.make_tiny_sd_components(cfg.tiny_seed)
+        unet, vae = c["unet"], c["vae"]
+        if cfg.tiny_unet_config:  # same seeds as make_tiny_sd_components, other shapes
+            unet = tiny.make_tiny_unet(cfg.tiny_seed, **json.loads(cfg.tiny_unet_config))
+        if cfg.tiny_vae_config:
+            vae = tiny.make_tiny_vae(cfg.tiny_seed + 1, **json.loads(cfg.tiny_vae_config))
+        return SDComponents(unet, vae, c["text_encoder"], c["tokenizer"],
                             DDPMScheduler.from_config(c["scheduler"].config))
     path = Path(src)
     if not path.exists():
@@ -260,8 +265,12 @@ class Trainer:
         with torch.no_grad():
             grid = self.collate([self.train_set[10**9 - 1 - j] for j in range(8)])["grid"].to(self.device)
             lat = vae.encode(grid * 2 - 1).latent_dist.mean
+            rec = ((vae.decode(lat).sample + 1) / 2).clamp(0, 1)
+            # The autoencoder bounds every later edit's quality: report its reconstruction PSNR.
+            psnr = float(10 * torch.log10(1 / F.mse_loss(rec, grid).clamp_min(1e-10)))
         vae.register_to_config(scaling_factor=float(1.0 / lat.std().clamp_min(1e-3)))
-        log.info("VAE pretraining done: scaling_factor %.4f", vae.config.scaling_factor)
+        log.info("VAE pretraining done: reconstruction PSNR %.2f dB, scaling_factor %.4f", psnr,
+                 vae.config.scaling_factor)
         if self.acc.is_main_process:
             vae.save_pretrained(done)
 
