@@ -60,7 +60,7 @@ def test_loss_falls_on_a_fixed_batch(tmp_path):
 
 def test_resume_after_a_kill_repeats_the_uninterrupted_losses(tmp_path):
     kw = dict(max_steps=4, checkpoint_every=2, ema=True, gradient_accumulation_steps=2, lr_scheduler="cosine",
-              lr_warmup_steps=1)
+              lr_warmup_steps=1, batch_size=1)
     straight = train(_cfg(tmp_path / "a", **kw))["history"]
 
     class Killed(Exception):
