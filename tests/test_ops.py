@@ -59,6 +59,8 @@ CASES = {
     "default_chunk_300": (1, 3, 300, 1, None, True, True, True, True, True, (0.0, 0.3), None),
     "no_extras_n16": (2, 2, 70, 16, None, False, False, False, False, False, (0.0, 2.0), None),
     "softplus_extremes": (1, 4, 45, 4, None, True, True, True, True, True, (-25.0, 25.0), 8),
+    # d_state 1 runs a 4-channel kernel: 6 channels = one full and one partial block, 3 groups
+    "n1_groups_partial_block": (2, 6, 77, 1, 3, True, True, True, True, True, (0.0, 1.0), None),
 }
 
 # The two fast CPU implementations: "cpu" runs the fused numba kernel when numba imports,

@@ -153,7 +153,7 @@ def _sigmoid(x):
     return (x - x + 1) / (x - x + 1 + fast_exp(-x))
 
 
-TILE = 64  # steps per tile in forward: Δ, decays and y of a tile are computed as vector loops
+TILE = 256  # steps per tile in forward: Δ, decays and y of a tile are computed as vector loops
 
 
 @njit(parallel=True, fastmath=_KERNEL_FASTMATH, cache=True)
@@ -181,11 +181,12 @@ def _forward_kernel(u, delta, A, Bt, Ct, D, z, bias, has_D, has_z, has_bias, sof
         for t0 in range(0, l, TILE):
             m = min(TILE, l - t0)
             for j in range(m):
-                x = delta[bi, c, t0 + j] + bias_c
-                if softplus:
-                    x = _softplus(x)
-                dts[j] = x
-                dtus[j] = x * u[bi, c, t0 + j]
+                dts[j] = delta[bi, c, t0 + j] + bias_c
+            if softplus:  # a loop of its own: inside the next one it stopped vectorising
+                for j in range(m):
+                    dts[j] = _softplus(dts[j])
+            for j in range(m):
+                dtus[j] = dts[j] * u[bi, c, t0 + j]
             if n == 1:
                 a0 = a[0]
                 for j in range(m):
@@ -216,6 +217,71 @@ def _forward_kernel(u, delta, A, Bt, Ct, D, z, bias, has_D, has_z, has_bias, sof
                 y[bi, c, t0 + j] = out
         for k in range(n):
             last[bi, c, k] = h[k]
+
+
+@njit(parallel=True, fastmath=_KERNEL_FASTMATH, cache=True)
+def _forward_kernel_n1(u, delta, A, Bt, Ct, D, z, bias, has_D, has_z, has_bias, softplus, y, last):
+    """``_forward_kernel`` for d_state 1, four channels per work item.
+
+    With one state the recurrence is a single multiply-add per step, so one channel is a chain of
+    dependent FMAs (latency-bound); four interleaved channels keep the core busy. A last, partial
+    block repeats its final channel: the repeat computes and writes identical values.
+    """
+    b, d, l = u.shape
+    g = Bt.shape[1]
+    dg = d // g
+    blocks = -(-d // 4)
+    for item in prange(b * blocks):
+        bi = item // blocks
+        c0 = (item - bi * blocks) * 4
+        zero = A[0, 0] - A[0, 0]
+        dts = np.empty((4, TILE), dtype=u.dtype)
+        dec = np.empty((4, TILE), dtype=u.dtype)
+        hs = np.zeros(4, dtype=u.dtype)
+        ys = np.empty((4, TILE), dtype=u.dtype)
+        for t0 in range(0, l, TILE):
+            m = min(TILE, l - t0)
+            for q in range(4):
+                c = min(c0 + q, d - 1)
+                bias_c = bias[c] if has_bias else zero
+                a0 = A[c, 0]
+                dq = dts[q]
+                eq = dec[q]
+                for j in range(m):
+                    dq[j] = delta[bi, c, t0 + j] + bias_c
+                if softplus:  # a loop of its own: inside the next one it stopped vectorising
+                    for j in range(m):
+                        dq[j] = _softplus(dq[j])
+                for j in range(m):
+                    x = dq[j]
+                    eq[j] = fast_exp(x * a0)
+                    dq[j] = x * u[bi, c, t0 + j]
+            c_0, c_1, c_2, c_3 = c0, min(c0 + 1, d - 1), min(c0 + 2, d - 1), min(c0 + 3, d - 1)
+            g0, g1, g2, g3 = c_0 // dg, c_1 // dg, c_2 // dg, c_3 // dg
+            h0, h1, h2, h3 = hs[0], hs[1], hs[2], hs[3]
+            for j in range(m):
+                t = t0 + j
+                h0 = dec[0, j] * h0 + dts[0, j] * Bt[bi, g0, t, 0]
+                h1 = dec[1, j] * h1 + dts[1, j] * Bt[bi, g1, t, 0]
+                h2 = dec[2, j] * h2 + dts[2, j] * Bt[bi, g2, t, 0]
+                h3 = dec[3, j] * h3 + dts[3, j] * Bt[bi, g3, t, 0]
+                ys[0, j] = h0 * Ct[bi, g0, t, 0]
+                ys[1, j] = h1 * Ct[bi, g1, t, 0]
+                ys[2, j] = h2 * Ct[bi, g2, t, 0]
+                ys[3, j] = h3 * Ct[bi, g3, t, 0]
+            hs[0], hs[1], hs[2], hs[3] = h0, h1, h2, h3
+            for q in range(4):
+                c = min(c0 + q, d - 1)
+                D_c = D[c] if has_D else zero
+                yq = ys[q]
+                for j in range(m):
+                    out = yq[j] + D_c * u[bi, c, t0 + j]
+                    if has_z:
+                        zz = z[bi, c, t0 + j]
+                        out = out * zz * _sigmoid(zz)
+                    y[bi, c, t0 + j] = out
+        for q in range(4):
+            last[bi, min(c0 + q, d - 1), 0] = hs[q]
 
 
 @njit(parallel=True, fastmath=_KERNEL_FASTMATH, cache=True)
@@ -255,13 +321,14 @@ def _backward_kernel(u, delta, A, Bt, Ct, D, z, bias, has_D, has_z, has_bias, so
             zero = a[0] - a[0]
             bias_c = bias[c] if has_bias else zero
             D_c = D[c] if has_D else zero
-            for t in range(l):
-                x = delta[bi, c, t] + bias_c
-                if softplus:
+            if softplus:
+                for t in range(l):
+                    x = delta[bi, c, t] + bias_c
                     dts[t] = _softplus(x)
                     dsp[t] = _sigmoid(x)
-                else:
-                    dts[t] = x
+            else:
+                for t in range(l):
+                    dts[t] = delta[bi, c, t] + bias_c
                     dsp[t] = zero + 1
             if n == 1:  # vector loop over t for the decays, scalar recurrence
                 a0 = a[0]
@@ -384,8 +451,8 @@ class SelectiveScanNumba(torch.autograd.Function):
         last = u.new_empty(b, d, A.shape[1])
         with _LAUNCH_LOCK:
             _set_threads()
-            _forward_kernel(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, softplus),
-                            _np(y), _np(last))
+            kernel = _forward_kernel_n1 if A.shape[1] == 1 else _forward_kernel
+            kernel(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, softplus), _np(y), _np(last))
         return y, last
 
     @staticmethod
