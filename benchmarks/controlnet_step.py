@@ -22,7 +22,8 @@ d_inner 96). A smaller UNet makes the ratio stricter (the encoder's share grows)
 uses the real SD1.5 UNet shape (random weights; slow on CPU).
 
     .venv/bin/python benchmarks/controlnet_step.py                  # 512 grid, 20 steps, moderate UNet
-    .venv/bin/python benchmarks/controlnet_step.py --size 256 --steps 10 --repeats 1   # quick look
+    .venv/bin/python benchmarks/controlnet_step.py --size 256 --unet tiny --repeats 3  # quick, stricter
+    .venv/bin/python benchmarks/controlnet_step.py --threads 0   # all cores (a dedicated machine)
 """
 from __future__ import annotations
 
@@ -84,7 +85,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per variant (median reported)")
     ap.add_argument("--unet", choices=("moderate", "tiny", "sd15"), default="moderate")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    # One thread by default: on a shared machine OpenMP worker threads spin while they wait for a core,
+    # which makes both wall and CPU time swing several-fold between identical runs.
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,10 +135,11 @@ def main(argv=None) -> int:
           f"UNet '{args.unet}' {n_unet:.1f}M params, VMamba hint encoder {n_hint:.2f}M params, "
           f"scan backend 'auto' = {resolve(ops)}, torch threads {torch.get_num_threads()}")
     with torch.no_grad():
-        t0 = time.perf_counter()
+        vmamba_cn.hint_encoder.encode(hint)  # warm-up
+        t0 = time.process_time()
         vmamba_cn.hint_encoder.encode(hint)
-        t_enc = time.perf_counter() - t0
-    print(f"one hint encode (batch 1): {t_enc * 1e3:.0f} ms")
+        t_enc = time.process_time() - t0
+    print(f"one hint encode (batch 1): {t_enc * 1e3:.0f} ms CPU")
 
     for v in ("baseline", "vmamba"):  # warm-up (allocator, kernels); short
         pipes["baseline" if v == "baseline" else "vmamba"](**{**call, "num_inference_steps": 1})
