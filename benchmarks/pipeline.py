@@ -45,11 +45,13 @@ def build_components(size: str, seed: int = 0) -> dict:
 
 
 def timed(fn, sync):
+    """(wall seconds, process CPU seconds). On CPU the process time is steadier on a shared machine:
+    other processes' load does not count (with one thread it equals the compute time)."""
     sync()
-    t = time.perf_counter()
-    out = fn()
+    t, c = time.perf_counter(), time.process_time()
+    fn()
     sync()
-    return time.perf_counter() - t, out
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main(argv=None) -> int:
@@ -113,12 +115,17 @@ def main(argv=None) -> int:
         vm_pipe.set_progress_bar_config(disable=True)
         rows["InstructGIEPipeline (VMamba ControlNet)"] = lambda: run_ours(vm_pipe)
 
+    if args.threads:  # set here: importing/building some backends (numba) can change torch's thread count
+        torch.set_num_threads(args.threads)
     for fn in rows.values():  # warm-up (allocator, kernels, caches)
         fn()
     times = {name: [] for name in rows}
+    cpu = {name: [] for name in rows}
     for _ in range(args.repeats):  # interleaved, so machine load drifts affect both alike
         for name, fn in rows.items():
-            times[name].append(timed(fn, sync)[0])
+            wall, proc = timed(fn, sync)
+            times[name].append(wall)
+            cpu[name].append(proc)
     # min: the run least disturbed by other load (the compute is identical each time); median for context
     best = {name: min(t) for name, t in times.items()}
     med = {name: statistics.median(t) for name, t in times.items()}
@@ -130,6 +137,10 @@ def main(argv=None) -> int:
     ours_name, base_name = "InstructGIEPipeline (conv ControlNet)", "diffusers ControlNetInpaint (conv)"
     print(f"ratio InstructGIEPipeline / diffusers = {best[ours_name] / best[base_name]:.3f} by min, "
           f"{med[ours_name] / med[base_name]:.3f} by median (target <= 1.05)")
+    if device.type == "cpu":
+        cmed = {name: statistics.median(t) for name, t in cpu.items()}
+        print(f"  process CPU time, median: ours {cmed[ours_name]:.3f} s, diffusers {cmed[base_name]:.3f} s, "
+              f"ratio {cmed[ours_name] / cmed[base_name]:.3f}")
     if args.vmamba:
         vm_name = "InstructGIEPipeline (VMamba ControlNet)"
         print(f"ratio VMamba / conv ControlNet (ours) = {best[vm_name] / best[ours_name]:.3f} by min")
