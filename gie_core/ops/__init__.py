@@ -121,15 +121,28 @@ def resolve_backend(backend: str, device, dtype: torch.dtype | None = None) -> s
     return backend
 
 
-def _check_finite(named: dict, what: str, hint: str = "") -> None:
+def _check_finite(named: dict, what: str, hint: str = "", numba_check: bool = False) -> None:
     """Raise ValueError naming every tensor in ``named`` that holds NaN or inf.
 
     Cheap path: one plain sum per tensor and a single host sync; NaN and inf propagate into a sum,
     so finite sums prove finite tensors. Only a non-finite sum (a bad value, or a rare overflow of
-    huge finite values) triggers the exact ``isfinite`` check of that tensor.
+    huge finite values) triggers the exact ``isfinite`` check of that tensor. With ``numba_check``
+    (the numba "cpu" backend; contiguous float32/float64 CPU tensors) it is one exact serial numba
+    pass per tensor instead, so no torch thread pool runs right before the numba kernel.
     """
     present = {k: t for k, t in named.items() if t is not None and t.numel()}
     if not present:
+        return
+    if numba_check and all(
+            t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.is_contiguous()
+            for t in present.values()):
+        # numba's serial pass: torch ops here would leave torch's OpenMP workers spinning against
+        # the numba kernel's threads that run next (see ops/numba_scan.py).
+        from .numba_scan import all_finite
+        bad = [k for k, t in present.items() if not all_finite(t)]
+        if bad:
+            raise ValueError(f"selective_scan: non-finite values (NaN or inf) in {what} {', '.join(bad)}{hint}; "
+                             "pass check_finite=False to skip this check")
         return
     sums = torch.stack([t.sum().to(torch.float64) for t in present.values()])
     if bool(torch.isfinite(sums).all()):
@@ -174,9 +187,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """
     check_selective_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
-    if check_finite:
-        _check_finite(named, "input")
     name = resolve_backend(backend, u.device, u.dtype)
+    numba_check = name == "cpu" and cpu_implementation(u.device) == "numba"
+    if check_finite:
+        _check_finite(named, "input", numba_check=numba_check)
     if name == "reference":
         out = selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                        return_last_state)
@@ -194,7 +208,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if check_finite:
         outs = {"y": out[0], "last_state": out[1]} if return_last_state else {"y": out}
         _check_finite({k: v.detach() for k, v in outs.items()}, "the output",
-                      " (overflow? A should be <= 0 and delta >= 0)")
+                      " (overflow? A should be <= 0 and delta >= 0)", numba_check=numba_check)
     return out
 
 
