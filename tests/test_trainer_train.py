@@ -116,6 +116,21 @@ def test_esm_latent_mode_and_threshold(tmp_path):
     assert high["esm"].item() == 0.0  # no sample below the threshold
 
 
+def test_vae_stage_sets_and_keeps_its_latent_scale(tmp_path):
+    from diffusers import AutoencoderKL
+
+    cfg = _cfg(tmp_path, vae_pretrain_steps=2, max_steps=1, esm=False, train_unet=True)
+    train(cfg)
+    saved = AutoencoderKL.from_pretrained(tmp_path / "run" / "vae_pretrained")
+    base = AutoencoderKL.from_pretrained(tmp_path / "run" / "base" / "vae")
+    # 1/std of the pretrained VAE's latents, not SD's 0.18215, and the exported base agrees.
+    assert saved.config.scaling_factor != pytest.approx(0.18215)
+    assert base.config.scaling_factor == pytest.approx(saved.config.scaling_factor)
+    resumed = Trainer(_cfg(tmp_path, vae_pretrain_steps=2, max_steps=2, esm=False, train_unet=True,
+                           resume="latest")).setup()  # reuses the pretrained VAE, scale included
+    assert resumed.sd.vae.config.scaling_factor == pytest.approx(saved.config.scaling_factor)
+
+
 def test_8bit_adam_without_bitsandbytes_is_a_clear_error(tmp_path):
     import importlib.util
 

@@ -240,8 +240,11 @@ class Trainer:
         if (done / "config.json").is_file():
             from diffusers import AutoencoderKL
 
-            vae.load_state_dict(AutoencoderKL.from_pretrained(done).state_dict())
-            log.info("VAE pretraining: reusing %s", done)
+            saved = AutoencoderKL.from_pretrained(done)
+            vae.load_state_dict(saved.state_dict())
+            # The latent scale was measured after pretraining and lives in the config, not the weights.
+            vae.register_to_config(scaling_factor=saved.config.scaling_factor)
+            log.info("VAE pretraining: reusing %s (scaling_factor %.4f)", done, vae.config.scaling_factor)
             return
         from tqdm.auto import tqdm
 
