@@ -95,6 +95,7 @@ ONE_OF_EACH = [
     Edit("hair", target="girl", value="red"),
     Edit("expression", target="man", value="angry"),
     Edit("age", target="woman", value="older"),
+    Edit("size", target="shapes", value="bigger"),
     Edit("background", value="beach"),
     Edit("background", value="white"),
     Edit("style", value="oil painting"),
@@ -103,6 +104,11 @@ ONE_OF_EACH = [
     Edit("season", value="autumn"),
     Edit("weather", value="foggy"),
     Edit("time", value="sunset"),
+    Edit("transform", value="flip horizontally"),
+    Edit("transform", value="rotate 90 degrees counterclockwise"),
+    Edit("transform", value="rotate 180 degrees"),
+    Edit("transform", value="invert"),
+    Edit("transform", value="darker"),
 ]
 
 

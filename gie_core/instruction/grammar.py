@@ -15,11 +15,14 @@ clothing    ``make the man wear a suit``
 hair        ``change the hair of the woman to blonde``
 expression  ``change the expression of the man to sad``
 age         ``make the woman older``
+size        ``make the shapes bigger`` / ``make the car smaller``
 background  ``change the background to a beach``
 style       ``make it a watercolor painting`` / ``make it anime style``
 season      ``change the season to winter``
 weather     ``change the weather to snowy``
 time        ``change the time of day to night``
+transform   ``flip the image horizontally`` / ``rotate the image 90 degrees clockwise`` /
+            ``invert the colours of the image`` / ``blur the image`` / ``make the image brighter``
 ==========  ==========================================================
 
 Everything is lower case; entities carry no leading article (the renderer adds ``the`` to things
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 # The fixed clause order: object-level edits first, whole-image edits last.
 FAMILIES: tuple[str, ...] = (
     "replace", "remove", "add", "colour", "material", "clothing", "hair", "expression", "age",
-    "background", "style", "season", "weather", "time",
+    "size", "background", "style", "season", "weather", "time", "transform",
 )
 _RANK = {f: i for i, f in enumerate(FAMILIES)}
 CLAUSE_SEPARATOR = "; "
@@ -110,6 +113,24 @@ def render_style(value: str) -> str:
     return f"make it {value} style"
 
 
+# Whole-image pixel transforms. The Edit value is the operation without its object:
+# "flip horizontally", "rotate 90 degrees clockwise", "rotate 180 degrees", "invert", "blur",
+# "sharpen", "pixelate", "brighter", "darker".
+TRANSFORM_VERBS = frozenset({"flip", "rotate", "invert", "blur", "sharpen", "pixelate"})
+TRANSFORM_LEVELS = frozenset({"brighter", "darker"})
+
+
+def render_transform(value: str) -> str:
+    """``flip horizontally`` -> ``flip the image horizontally``; ``invert`` -> ``invert the
+    colours of the image``; ``brighter`` -> ``make the image brighter``."""
+    verb, _, rest = value.partition(" ")
+    if value in TRANSFORM_LEVELS:
+        return f"make the image {value}"
+    if verb == "invert":
+        return "invert the colours of the image"
+    return f"{verb} the image" + (f" {rest}" if rest else "")
+
+
 @dataclass(frozen=True, order=True)
 class Edit:
     """One parsed edit. ``family`` is one of :data:`FAMILIES`; ``target`` is the thing edited (no
@@ -144,7 +165,7 @@ class Edit:
             return f"change the hair of {definite(t)} to {v}" if t else f"change the hair to {v}"
         if f == "expression":
             return f"change the expression of {definite(t)} to {v}"
-        if f == "age":
+        if f in ("age", "size"):
             return f"make {definite(t)} {v}"
         if f == "background":
             return f"change the background to {v if _is_adjectival(v) else indefinite(v)}"
@@ -154,7 +175,9 @@ class Edit:
             return f"change the season to {v}"
         if f == "weather":
             return f"change the weather to {v}"
-        return f"change the time of day to {v}"  # time
+        if f == "time":
+            return f"change the time of day to {v}"
+        return render_transform(v)
 
     def sort_key(self) -> tuple:
         return (_RANK[self.family], self.render())

@@ -10,7 +10,7 @@ import functools
 import re
 import unicodedata
 
-from .grammar import COLOURS, Edit
+from .grammar import COLOURS, Edit, is_plural
 
 # ----------------------------------------------------------------------------------------------
 # Cleaning (idempotent: clean(clean(x)) == clean(x))
@@ -167,7 +167,10 @@ _PAINT_MEDIA = frozenset({"oil", "watercolor", "watercolour", "acrylic", "gouach
 _STYLE_SYNONYMS = {"watercolour": "watercolor", "watercolor": "watercolor painting",
                    "watercolour painting": "watercolor painting", "oil": "oil painting",
                    "pencil drawing": "pencil sketch", "charcoal drawing": "charcoal sketch",
-                   "comic book": "comic", "greyscale": "grayscale", "black & white": "black and white",
+                   "comic book": "comic", "greyscale": "black and white",
+                   "grayscale": "black and white", "gray scale": "black and white",
+                   "grey scale": "black and white", "outline sketch": "line drawing",
+                   "outline drawing": "line drawing", "black & white": "black and white",
                    "b&w": "black and white", "studio ghibli": "ghibli", "manga": "manga",
                    "cartoons": "cartoon", "acrylic": "acrylic painting", "gouache": "gouache painting"}
 
@@ -180,9 +183,52 @@ _ENTITY_TRAILERS = re.compile(
 )
 
 
+_IRREGULAR_PLURALS = {"man": "men", "woman": "women", "person": "people", "child": "children",
+                      "mouse": "mice", "goose": "geese", "tooth": "teeth", "foot": "feet",
+                      "leaf": "leaves", "knife": "knives", "wolf": "wolves", "shelf": "shelves",
+                      "life": "lives", "wife": "wives", "half": "halves", "loaf": "loaves",
+                      "calf": "calves", "thief": "thieves", "scarf": "scarves"}
+_SAME_PLURAL = frozenset("sheep fish deer police".split())
+
+
+def pluralise(noun_phrase: str) -> str:
+    """``shape`` -> ``shapes``, ``red box`` -> ``red boxes``, ``woman`` -> ``women``: the head
+    (last word) takes the English plural; already-plural phrases are returned unchanged."""
+    words = noun_phrase.split()
+    if not words or is_plural(noun_phrase) or words[-1] in _SAME_PLURAL:
+        return noun_phrase
+    head = words[-1]
+    if head in _IRREGULAR_PLURALS:
+        head = _IRREGULAR_PLURALS[head]
+    elif head.endswith(("s", "x", "z", "ch", "sh")):
+        head += "es"
+    elif head.endswith("y") and len(head) > 1 and head[-2] not in "aeiou":
+        head = head[:-1] + "ies"
+    else:
+        head += "s"
+    return " ".join(words[:-1] + [head])
+
+
+# "every shape" / "each shape" mean all the shapes: the entity becomes the plural ("shapes").
+_EVERY = re.compile(r"^(?:each and every|every one of the|each one of the|each of the|every single|"
+                    r"every|each)\s+(?!other\b|one\b)")
+_ALL = re.compile(r"^(?:all|both)(?: of)?(?: the)?\s+")
+
+
 def entity(text: str) -> str:
-    """Normalise a noun phrase: no leading article/demonstrative, no 'from the picture' tail."""
+    """Normalise a noun phrase: no leading article/demonstrative, no 'from the picture' tail.
+    Quantifiers carry no article: 'all the shapes', 'every shape', 'each shape' and 'both
+    shapes' all become 'shapes' (a possessive after every/each is kept and later refused)."""
     text = _ENTITY_TRAILERS.sub("", text.strip())
+    if re.match(r"^(?:each|one) another$|^each other$", text):
+        return text  # reciprocal pronouns, not quantified things: refused by _valid_entity
+    m = _EVERY.match(text)
+    if m:
+        rest = text[m.end():].strip()
+        if not rest or "'" in rest or re.search(r"\b(?:of|in|on|with|from)\b", rest):
+            return text  # "every man's hat": no safe plural; _valid_entity refuses it
+        return pluralise(entity(rest))
+    text = _ALL.sub("", text)
     prev = None
     while prev != text:
         prev = text
@@ -191,7 +237,7 @@ def entity(text: str) -> str:
 
 
 _NOT_ENTITY = frozenset("nothing anything everything none something changes change edits "
-                        "modifications".split())
+                        "modifications".split()) | {"each other", "one another"}
 _BAD_LAST_WORD = frozenset("more less very too so much quite really extra even not or and then "
                            "with into look looks seem seems appear appears be feel is are".split())
 _NEGATION = re.compile(r"\b(?:not|never|don't|dont|doesn't|no longer|without|neither|nor)\b")
@@ -207,6 +253,8 @@ def _valid_entity(text: str) -> bool:
         return False
     if len(words) > 1 and words[0] in ("it", "this", "that", "i", "you", "we"):
         return False
+    if words[0] in ("every", "each", "all", "both", "only"):
+        return False  # a quantifier that entity() could not normalise
     return not (words[0].endswith("ing") and words[0] not in ("king", "ring", "wing", "string",
                                                               "building", "painting", "clothing",
                                                               "ceiling", "swing", "spring"))
@@ -274,8 +322,9 @@ def classify_style(raw: str) -> str | None:
     v = _STYLE_SYNONYMS.get(v, v)
     if explicit or raw.strip().endswith(("style", "aesthetic")) or v in _STYLE_WORDS or known \
             or _STYLE_INDICATORS.search(raw):
-        if re.search(r"\b(?:make|change|turn|add|remove|replace)\b", v):
-            return None
+        if re.search(r"\b(?:make|change|turn|add|remove|replace|apply|use|give|put|set|convert|"
+                     r"filter|effect)\b", v):
+            return None  # a verb or a filter word left inside: not a style name
         return v
     return None
 
@@ -318,6 +367,17 @@ def age_value(v: str) -> str | None:
     v = re.sub(r"\s+(?:again|now)$", "", v)
     v = re.sub(r"^(?:much |a lot |way |a bit |a little |slightly )", "", v)
     return _AGE.get(v)
+
+
+_SIZE = {"bigger": "bigger", "larger": "bigger", "smaller": "smaller"}
+
+
+def size_value(v: str) -> str | None:
+    """'bigger' / 'look larger' / 'a lot smaller' -> 'bigger' / 'smaller' (intensifiers dropped,
+    as for age)."""
+    v = _strip_look(v.strip())
+    v = re.sub(r"^(?:be\s+)?(?:much |a lot |way |a bit |a little |slightly )", "", v)
+    return _SIZE.get(v)
 
 
 def hair_value(v: str) -> str | None:
@@ -451,6 +511,9 @@ def _target_value(verb: str, x: str, v: str) -> Edit | None:
     a = age_value(v)
     if a is not None:
         return Edit("age", target=target, value=a)
+    sz = size_value(v)
+    if sz is not None:
+        return Edit("size", target=target, value=sz)
     ex = expression_value(v)
     if ex is not None:
         return Edit("expression", target=target, value=ex)
@@ -506,6 +569,8 @@ def _add_clause(body: str) -> Edit | None:
     if m:
         obj, place = m.group(1), m.group(2)
     obj = entity(obj)
+    if obj.startswith("one ") and not is_plural(obj):
+        obj = obj[4:]  # "add one dog" is "add a dog"; other numbers are kept
     if not _valid_entity(obj):
         return None
     if place is not None:
@@ -612,6 +677,104 @@ def _remove_value(x: str) -> Edit | None:
     return Edit("remove", target=t)
 
 
+# Whole-image transforms. The object must be the whole image ("it", "the picture", ...) or absent:
+# "blur the background" is a local edit the grammar has no clause for, so it stays unparsed.
+_IMG = rf"(?:\s+{_IMAGE_WORDS})"
+_FLIP_DIRECTIONS = {"horizontally": "horizontally", "left to right": "horizontally",
+                    "right to left": "horizontally", "side to side": "horizontally",
+                    "left-right": "horizontally", "horizontal": "horizontally",
+                    "vertically": "vertically", "top to bottom": "vertically",
+                    "bottom to top": "vertically", "upside down": "vertically",
+                    "up-down": "vertically", "vertical": "vertically"}
+_FLIP = re.compile(rf"^(flip|mirror|reflect)(?:{_IMG})?(?:\s+(?:along|across|on|around)\s+the)?"
+                   rf"(?:\s+({'|'.join(_FLIP_DIRECTIONS)}))?(?:\s+axis)?$")
+_CLOCKWISE = {"clockwise": True, "cw": True, "to the right": True, "right": True,
+              "counterclockwise": False, "counter-clockwise": False, "counter clockwise": False,
+              "anticlockwise": False, "anti-clockwise": False, "anti clockwise": False,
+              "ccw": False, "to the left": False, "left": False}
+_ROTATE = re.compile(rf"^(rotate|turn|spin)(?:{_IMG})?(?:\s+by)?\s+(\d{{1,3}})(\s*(?:degrees?|deg|°))?"
+                     rf"(?:\s+({'|'.join(sorted(_CLOCKWISE, key=len, reverse=True))}))?$")
+_INVERT = re.compile(rf"^(?:(?:invert|negate|reverse)(?:\s+the)?\s+colou?rs?(?:\s+(?:of|in)(?:{_IMG}))?|"
+                     rf"invert(?:{_IMG})?(?:'s)?(?:\s+colou?rs?)?|"
+                     rf"(?:make|turn|convert)(?:{_IMG})(?:\s+into)?\s+(?:a\s+)?(?:photo(?:graphic)?\s+)?negative|"
+                     rf"(?:apply|add)\s+(?:a\s+)?negative(?:\s+(?:filter|effect))?(?:\s+to(?:{_IMG}))?)$")
+_SIMPLE_TRANSFORMS = (
+    ("blur", re.compile(rf"^(?:blur(?:{_IMG})?|make(?:{_IMG})\s+(?:blurry|blurred|blurrier)|"
+                        rf"(?:apply|add)\s+(?:a\s+)?(?:gaussian\s+)?blur(?:\s+(?:filter|effect))?"
+                        rf"(?:\s+to(?:{_IMG}))?)$")),
+    ("sharpen", re.compile(rf"^(?:sharpen(?:{_IMG})?|make(?:{_IMG})\s+sharper|"
+                           rf"(?:apply|add)\s+(?:a\s+)?sharpen(?:ing)?(?:\s+(?:filter|effect))?"
+                           rf"(?:\s+to(?:{_IMG}))?)$")),
+    ("pixelate", re.compile(rf"^(?:pixelate|pixelise|pixelize)(?:{_IMG})?$|"
+                            rf"^make(?:{_IMG})\s+(?:pixelated|pixelized|pixelised)$|"
+                            rf"^(?:apply|add)\s+(?:a\s+)?pixelation(?:\s+(?:filter|effect))?(?:\s+to(?:{_IMG}))?$")),
+    ("brighter", re.compile(rf"^(?:brighten(?:\s+up)?(?:{_IMG})?|brighten(?:{_IMG})\s+up|"
+                            rf"(?:make|render)(?:{_IMG})\s+(?:(?:a lot|much|way|a bit|a little|slightly)\s+)?brighter|"
+                            rf"increase\s+the\s+brightness(?:\s+of(?:{_IMG}))?)$")),
+    ("darker", re.compile(rf"^(?:darken(?:{_IMG})?|"
+                          rf"(?:make|render)(?:{_IMG})\s+(?:(?:a lot|much|way|a bit|a little|slightly)\s+)?darker|"
+                          rf"(?:decrease|reduce|lower)\s+the\s+brightness(?:\s+of(?:{_IMG}))?)$")),
+)
+
+
+def _transform_clause(c: str) -> Edit | None:
+    """A whole-image pixel transform (flip, rotate, invert, blur, sharpen, pixelate, brighter,
+    darker), or ``None``. Ambiguous forms are refused: 'flip it' (which axis?), 'turn it upside
+    down' (a 180° rotation in everyday speech, a vertical flip to some)."""
+    m = _FLIP.match(c)
+    if m:
+        verb, direction = m.group(1), m.group(2)
+        if direction is None:
+            # A mirror image is left-right by convention; a bare "flip" names no axis.
+            return Edit("transform", value="flip horizontally") if verb == "mirror" else None
+        return Edit("transform", value="flip " + _FLIP_DIRECTIONS[direction])
+    m = _ROTATE.match(c)
+    if m:
+        verb, degrees, unit, direction = m.groups()
+        if verb != "rotate" and unit is None:
+            return None  # "turn it 90" without "degrees" is too loose to be sure
+        d = int(degrees)
+        if not 0 < d < 360:
+            return None
+        if d == 180:
+            return Edit("transform", value="rotate 180 degrees")
+        if direction is None:
+            return Edit("transform", value=f"rotate {d} degrees")
+        clockwise = _CLOCKWISE[direction]
+        if d > 180:  # 270 clockwise is 90 counterclockwise
+            d, clockwise = 360 - d, not clockwise
+        return Edit("transform", value=f"rotate {d} degrees {'clockwise' if clockwise else 'counterclockwise'}")
+    if _INVERT.match(c):
+        return Edit("transform", value="invert")
+    for value, pattern in _SIMPLE_TRANSFORMS:
+        if pattern.match(c):
+            return Edit("transform", value=value)
+    return None
+
+
+# Whole-image colour removal and filter names that are styles: "remove the colour", "apply a sepia
+# filter", "add a sepia tone". Object-level forms ("remove the colour of the car") do not match.
+_DECOLOUR = re.compile(rf"^(?:remove|drop|take out|strip)\s+(?:the\s+|all\s+(?:the\s+)?)?colou?rs?"
+                       rf"(?:\s+(?:from|of)(?:{_IMG}))?$|^desaturate(?:{_IMG})?$")
+_FILTER = re.compile(rf"^(?:apply|add|use|give(?:{_IMG}))\s+(?:an?\s+)?(.+?)\s+(?:filter|effect|tone|tint)"
+                     rf"(?:\s+to(?:{_IMG}))?$")
+_ONLY_OUTLINES = re.compile(rf"^(?:draw|show|keep)\s+only\s+the\s+(?:outlines?|edges|contours?)"
+                            rf"(?:\s+of(?:{_IMG}))?$")
+
+
+def _filter_clause(c: str) -> Edit | None:
+    if _DECOLOUR.match(c):
+        return Edit("style", value="black and white")
+    if _ONLY_OUTLINES.match(c):
+        return Edit("style", value="line drawing")
+    m = _FILTER.match(c)
+    if m:
+        style = classify_style(m.group(1))
+        if style is not None:
+            return Edit("style", value=style)
+    return None
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def parse_clause(clause: str) -> Edit | None:
     """Parse one cleaned clause; ``None`` when no pattern accepts it."""
@@ -626,6 +789,12 @@ def parse_clause(clause: str) -> Edit | None:
         if m:
             c = f"make {m.group(1)} {m.group(2)}"
     c = re.sub(r"^(?:let it)\s+(\w+)$", r"make it \1", c)
+
+    e = _transform_clause(c)
+    if e is None:
+        e = _filter_clause(c)
+    if e is not None:
+        return e
 
     # replace
     m = re.match(r"^(?:replace|exchange)\s+(.+?)\s+(?:with|by|for)\s+(.+)$", c)
@@ -699,6 +868,17 @@ def parse_clause(clause: str) -> Edit | None:
     if m and _owner(m.group(1).strip()) is not None:
         owner = _owner(m.group(1).strip())
         return Edit("hair", target=owner or None, value="short")
+
+    # size: "scale the shapes to be bigger", "scale up the car", "enlarge the car", "shrink it"
+    m = re.match(r"^(?:scale|resize)\s+(.+?)\s+(?:to\s+(?:be\s+)?|to look\s+)?(bigger|larger|smaller)$", c) \
+        or re.match(r"^scale\s+(?:(up|down)\s+(.+)|(.+?)\s+(up|down))$", c) \
+        or re.match(r"^(enlarge|shrink)\s+(.+)$", c)
+    if m:
+        g = [x for x in m.groups() if x is not None]
+        word = next(x for x in g if x in ("bigger", "larger", "smaller", "up", "down", "enlarge", "shrink"))
+        target = _ent_or_none(next(x for x in g if x != word))
+        value = "bigger" if word in ("bigger", "larger", "up", "enlarge") else "smaller"
+        return Edit("size", target=target, value=value) if target else None
 
     # age
     m = re.match(r"^(?:age|older|age up)\s+(.+)$", c)
