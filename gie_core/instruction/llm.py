@@ -29,13 +29,17 @@ FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("dress the man in a suit", "make the man wear a suit"),
     ("make the table out of wood", "make the table out of wood"),
     ("put a beach in the background", "change the background to a beach"),
+    ("make the shapes larger", "make the shapes bigger"),
+    ("mirror the photo", "flip the image horizontally"),
+    ("rotate it by 90 degrees clockwise", "rotate the image 90 degrees clockwise"),
     ("add a snowman and make it winter", "add a snowman; change the season to winter"),
 )
 PROMPT_HEADER = ("Rewrite each image-editing instruction in canonical form. Canonical clauses: add, "
                  "remove, replace X with Y, change the colour of X to C, make X out of M, make X "
-                 "wear Y, change the hair/expression of X to V, make X older/younger, change the "
-                 "background/season/weather/time of day to V, make it <style>. Several clauses are "
-                 "joined by '; '.\n\n")
+                 "wear Y, change the hair/expression of X to V, make X older/younger, make X bigger/smaller, "
+                 "change the background/season/weather/time of day to V, make it <style>, "
+                 "flip/rotate/blur/sharpen/pixelate the image, invert the colours of the image, "
+                 "make the image brighter/darker. Several clauses are joined by '; '.\n\n")
 
 
 def build_prompt(cleaned: str) -> str:
