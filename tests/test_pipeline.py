@@ -11,14 +11,7 @@ TILE = 64
 HINT = dict(dims=(8, 16), depths=(0, 1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: on a shared CPU, torch's intra-op thread hand-offs cost more than the
-    maths (measured 20x slower with 2 threads under load), so run this module single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _as_if_trained(controlnet, seed=0):

@@ -10,14 +10,7 @@ from gie_core import tiny
 from gie_core.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: on a shared CPU, torch's intra-op thread hand-offs cost more than the
-    maths (measured 20x slower with 2 threads under load), so run this module single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,7 @@ from gie_core import loading, tiny
 from gie_core.loading import ModelLoadError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: on a shared CPU, torch's intra-op thread hand-offs cost more than the
-    maths (measured 20x slower with 2 threads under load), so run this module single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---------------------------------------------------------------- an LDM-layout exporter (test only)
 _RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
