@@ -128,7 +128,37 @@ class HintFeatureCache:
         return torch.stack([feats[j] for j in index])
 
 
-class CachedHintEncoder(nn.Module):
+class HintCacheControls:
+    """The caching switch of a module that exposes ``hint_cache`` (a :class:`HintFeatureCache`).
+
+    Mixed into the encoder and into the ComfyUI adapter so both behave alike: ``caching = False``
+    also frees the cache, and moving or casting the module drops cached features.
+    """
+
+    hint_cache: HintFeatureCache
+
+    @property
+    def caching(self) -> bool:
+        """Whether hint features are cached under no-grad (default True)."""
+        return self.hint_cache.enabled
+
+    @caching.setter
+    def caching(self, value: bool) -> None:
+        self.hint_cache.enabled = bool(value)
+        if not value:
+            self.hint_cache.clear()
+
+    def clear_hint_cache(self) -> None:
+        """Drop cached features (call at the end of a sampling run to free memory at once)."""
+        self.hint_cache.clear()
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.half()/.cuda() make cached features stale and would strand them on the old device.
+        self.clear_hint_cache()
+        return super()._apply(fn, *args, **kwargs)
+
+
+class CachedHintEncoder(HintCacheControls, nn.Module):
     """ComfyUI-style hint block: ``forward(hint, emb=None, context=None) → features``.
 
     ComfyUI's ``cldm.ControlNet.forward`` calls ``self.input_hint_block(hint, emb, context)`` at every
@@ -147,25 +177,6 @@ class CachedHintEncoder(nn.Module):
     @property
     def hint_cache(self) -> HintFeatureCache:
         return self._own_cache if self._own_cache is not None else self.encoder.hint_cache
-
-    @property
-    def caching(self) -> bool:
-        return self.hint_cache.enabled
-
-    @caching.setter
-    def caching(self, value: bool) -> None:
-        self.hint_cache.enabled = bool(value)
-        if not value:
-            self.hint_cache.clear()
-
-    def clear_hint_cache(self) -> None:
-        """Drop cached features (call at the end of a sampling run to free memory at once)."""
-        self.hint_cache.clear()
-
-    def _apply(self, fn, *args, **kwargs):
-        # Moving or casting the encoder makes cached features stale and would strand them on the old device.
-        self.clear_hint_cache()
-        return super()._apply(fn, *args, **kwargs)
 
     def forward(self, hint: torch.Tensor, emb: torch.Tensor | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hint_cache import HintFeatureCache, parameter_fingerprint
+from .hint_cache import HintCacheControls, HintFeatureCache, parameter_fingerprint
 from .ss2d import SS2D_VARIANTS, VARIANT_DEFAULTS, VSSBlock
 
 #: The VAE factor of Stable Diffusion: the encoder maps an H×W image to H/8×W/8 features.
@@ -198,7 +198,7 @@ class VMambaStage(nn.Module):
         ])
 
 
-class VMambaHintEncoder(nn.Module):
+class VMambaHintEncoder(HintCacheControls, nn.Module):
     """Visual prompt ``[B, 3(+1), H, W]`` in 0..1 → ``[B, out_channels, H/8, W/8]`` ControlNet features.
 
     The last conv is zero-initialised, so a fresh encoder outputs zeros and a fresh ControlNet is a
@@ -224,27 +224,6 @@ class VMambaHintEncoder(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
         self.gradient_checkpointing = False
         self.hint_cache = HintFeatureCache()
-
-    # -- caching -----------------------------------------------------------------------------------
-    @property
-    def caching(self) -> bool:
-        """Whether hint features are cached under no-grad (default True)."""
-        return self.hint_cache.enabled
-
-    @caching.setter
-    def caching(self, value: bool) -> None:
-        self.hint_cache.enabled = bool(value)
-        if not value:
-            self.hint_cache.clear()
-
-    def clear_hint_cache(self) -> None:
-        """Drop cached hint features."""
-        self.hint_cache.clear()
-
-    def _apply(self, fn, *args, **kwargs):
-        # .to()/.half()/.cuda() make cached features stale and would strand them on the old device.
-        self.hint_cache.clear()
-        return super()._apply(fn, *args, **kwargs)
 
     # -- forward -----------------------------------------------------------------------------------
     def check_hint(self, hint: torch.Tensor) -> None:
