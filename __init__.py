@@ -29,8 +29,14 @@ def _ensure_gie_core() -> None:
 
 _ensure_gie_core()
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_model_folder  # noqa: E402
+if __package__:  # imported as a package, as ComfyUI does
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_model_folder  # noqa: E402
 
-register_model_folder()
+    register_model_folder()
+else:
+    # pytest imports the repository root's __init__.py as a plain module when the checkout's folder
+    # name is no Python identifier (e.g. "my-clone"); there is no package to import nodes/ from then,
+    # and no ComfyUI to register with.
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
