@@ -54,6 +54,10 @@ def test_config_json_round_trip_and_errors():
         HintEncoderConfig.from_dict({"dimz": (8,)})
     with pytest.raises(ValueError, match="latent factor 8"):
         HintEncoderConfig(patch_size=4, dims=(8,), depths=(1,))
+    with pytest.raises(ValueError, match="latent factor 4"):
+        HintEncoderConfig(patch_size=4, dims=(8, 16), depths=(0, 1), latent_factor=4)
+    with pytest.raises(ValueError, match="latent_factor must be a power of 2"):
+        HintEncoderConfig(patch_size=2, dims=(8, 16), depths=(0, 1), latent_factor=3)
     with pytest.raises(ValueError, match="equal length"):
         HintEncoderConfig(dims=(8, 16), depths=(1,))
     with pytest.raises(ValueError, match="ssm_variant"):
@@ -65,6 +69,16 @@ def test_config_json_round_trip_and_errors():
 
 
 # -- forward -----------------------------------------------------------------------------------------
+def test_latent_factor_4_maps_to_a_factor_4_latent_and_checks_the_hint_size():
+    # Tiny from-scratch stacks may use a factor-4 VAE: the hint must land on that latent grid.
+    torch.manual_seed(0)
+    enc = VMambaHintEncoder(HintEncoderConfig(**{**SMALL, "patch_size": 2, "latent_factor": 4}))
+    randomise_output_conv(enc)
+    assert enc(torch.rand(1, 3, 36, 20)).shape == (1, 24, 9, 5)
+    with pytest.raises(ValueError, match="positive multiples of 4, got 34×20"):
+        enc(torch.rand(1, 3, 34, 20))
+
+
 def test_shapes_zero_init_and_target_channel():
     torch.manual_seed(0)
     enc = VMambaHintEncoder(HintEncoderConfig(use_target_channel=True, **SMALL))

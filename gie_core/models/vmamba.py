@@ -42,7 +42,7 @@ class HintEncoderConfig:
         out_channels: the ControlNet's first block width (320 for SD1.5).
         patch_size: stride of the patch-embedding stem (a power of 2).
         dims: channel width of each stage; stage i > 0 starts with a stride-2 downsample.
-            ``patch_size · 2^(len(dims)-1)`` must be 8, the latent factor.
+            ``patch_size · 2^(len(dims)-1)`` must equal ``latent_factor``.
         depths: VSS blocks per stage (0 allowed).
         ssm_variant: ``"v05_noz"`` (VMamba v2, default) or ``"v0"`` (original SS2D with z gate).
         d_state, ssm_ratio: SSM state size and inner-width ratio; ``None`` takes the variant's default
@@ -51,6 +51,8 @@ class HintEncoderConfig:
         d_conv: depthwise conv kernel size in SS2D.
         mlp_ratio: hidden width of each block's MLP relative to its width (0 disables the MLP).
         scan_backend: :func:`gie_core.ops.selective_scan` backend (``"auto"``).
+        latent_factor: the VAE's downscale factor (8 for SD; the tiny from-scratch stacks may use 4):
+            the hint is mapped to the latent resolution ``H/latent_factor × W/latent_factor``.
     """
 
     in_channels: int = 3
@@ -66,6 +68,7 @@ class HintEncoderConfig:
     d_conv: int = 3
     mlp_ratio: float = 4.0
     scan_backend: str = "auto"
+    latent_factor: int = LATENT_FACTOR
 
     def __post_init__(self):
         self.dims = tuple(int(d) for d in self.dims)
@@ -91,9 +94,13 @@ class HintEncoderConfig:
                                          f"{self.dims}, depths={self.depths}")
         if self.patch_size & (self.patch_size - 1):
             raise HintEncoderConfigError(f"HintEncoderConfig.patch_size must be a power of 2, got {self.patch_size}")
-        if self.patch_size * 2 ** (len(self.dims) - 1) != LATENT_FACTOR:
+        if isinstance(self.latent_factor, bool) or not isinstance(self.latent_factor, int) \
+                or self.latent_factor < 1 or self.latent_factor & (self.latent_factor - 1):
+            raise HintEncoderConfigError(f"HintEncoderConfig.latent_factor must be a power of 2, got "
+                                         f"{self.latent_factor!r}")
+        if self.patch_size * 2 ** (len(self.dims) - 1) != self.latent_factor:
             raise HintEncoderConfigError(
-                f"HintEncoderConfig: patch_size · 2^(len(dims)-1) must equal the latent factor {LATENT_FACTOR}, got "
+                f"HintEncoderConfig: patch_size · 2^(len(dims)-1) must equal the latent factor {self.latent_factor}, got "
                 f"patch_size={self.patch_size} with {len(self.dims)} stage(s)")
         if self.d_conv % 2 == 0:
             raise HintEncoderConfigError(f"HintEncoderConfig.d_conv must be odd, got {self.d_conv}")
@@ -242,9 +249,10 @@ class VMambaHintEncoder(HintCacheControls, nn.Module):
         if hint.shape[0] == 0:
             raise ValueError(f"VMambaHintEncoder: hint batch is empty, shape {tuple(hint.shape)}")
         h, w = hint.shape[-2:]
-        if h % LATENT_FACTOR or w % LATENT_FACTOR or h == 0 or w == 0:
+        f = cfg.latent_factor
+        if h % f or w % f or h == 0 or w == 0:
             raise ValueError(f"VMambaHintEncoder: hint height and width must be positive multiples of "
-                             f"{LATENT_FACTOR}, got {h}×{w}")
+                             f"{f}, got {h}×{w}")
         if not hint.is_floating_point():
             raise ValueError(f"VMambaHintEncoder: hint must be a floating-point tensor in 0..1, got {hint.dtype}")
 
