@@ -131,6 +131,55 @@ def test_vae_stage_sets_and_keeps_its_latent_scale(tmp_path):
     assert resumed.sd.vae.config.scaling_factor == pytest.approx(saved.config.scaling_factor)
 
 
+@pytest.mark.parametrize("hint_encoder", ["vmamba", "conv"])
+def test_factor_4_vae_v_prediction_stack_trains_and_exports(tmp_path, hint_encoder):
+    # The from-scratch tiny stack of the demo preset: a factor-4 VAE (the UNet and both hint encoders
+    # follow its factor) and a UNet predicting v, which the exported base's scheduler must say.
+    from diffusers import DDIMScheduler
+
+    vae = {"block_out_channels": [8, 16, 16], "down_block_types": ["DownEncoderBlock2D"] * 3,
+           "up_block_types": ["UpDecoderBlock2D"] * 3, "latent_channels": 4}
+    hint = '{"dims": [16, 32], "depths": [0, 1], "patch_size": 2}'
+    r = train(_cfg(tmp_path, tiny_vae_config=json.dumps(vae), hint_encoder=hint_encoder, hint_encoder_config=hint,
+                   prediction_type="v_prediction", vae_pretrain_steps=1, train_unet=True, max_steps=2))
+    assert all(torch.isfinite(torch.tensor(h["total"])) for h in r["history"])
+    sched = DDIMScheduler.from_pretrained(tmp_path / "run" / "base", subfolder="scheduler")
+    assert sched.config.prediction_type == "v_prediction"
+    from gie_core.loading import load_pipeline
+
+    pipe = load_pipeline(tmp_path / "run" / "base", r["export"])
+    assert pipe.vae_scale_factor == 4
+    from PIL import Image
+
+    img = Image.new("RGB", (64, 64), (200, 30, 30))
+    out = pipe.edit([(img, img)], img, "flip it", tile=64, num_inference_steps=2, guidance_scale=1.0, seed=0)
+    assert out.edits.shape == (1, 64, 64, 3) and torch.isfinite(out.edits).all()
+
+
+@pytest.mark.parametrize("hint_encoder", ["vmamba", "conv"])
+def test_zero_init_is_kept_by_default_and_dropped_on_request(tmp_path, hint_encoder):
+    from trainer.train import build_controlnet, load_base
+
+    def zero_convs(model):
+        return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and not m.weight.any()]
+
+    cfg = _cfg(tmp_path, hint_encoder=hint_encoder)
+    unet = load_base(cfg).unet
+    kept = zero_convs(build_controlnet(cfg, unet))
+    assert "controlnet_cond_embedding.conv_out" in kept and "controlnet_mid_block" in kept
+    fresh = build_controlnet(_cfg(tmp_path, hint_encoder=hint_encoder, controlnet_zero_init=False), unet)
+    assert zero_convs(fresh) == []
+    with torch.no_grad():  # so the hint reaches the output from the first step
+        d, m = fresh(torch.randn(1, 4, 16, 16), torch.tensor([10]), encoder_hidden_states=torch.randn(1, 77, 32),
+                     controlnet_cond=torch.rand(1, 3, 128, 128), return_dict=False)
+    assert m.abs().sum() > 0
+
+
+def test_prediction_type_option_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="prediction_type='x0'.*epsilon, v_prediction or sample"):
+        _cfg(tmp_path, prediction_type="x0")
+
+
 def test_8bit_adam_without_bitsandbytes_is_a_clear_error(tmp_path):
     import importlib.util
 

@@ -40,13 +40,16 @@ class TrainConfig:
     hint_encoder_config: str = field(default="", metadata={"help": "JSON dict of HintEncoderConfig overrides for the VMamba hint encoder"})
     target_channel: bool = field(default=False, metadata={"help": "give the ControlNet a 4th hint channel marking the target cell"})
     controlnet_init: str = field(default="", metadata={"help": "start from this ControlNet .safetensors instead of from_unet"})
+    controlnet_zero_init: bool = field(default=True, metadata={"help": "zero-initialise the ControlNet's output convs (and the hint encoder's), so it starts as a no-op on a pretrained UNet; --no-controlnet-zero-init for stacks trained from scratch, where the zeros only delay learning"})
     train_unet: bool = field(default=False, metadata={"help": "train the UNet too (frozen by default)"})
     train_text_encoder: bool = field(default=False, metadata={"help": "train the text encoder too"})
     vae_pretrain_steps: int = field(default=0, metadata={"help": "first train the VAE alone this many steps (from-scratch tiny stacks)"})
-    vae_lr: float = field(default=1e-3, metadata={"help": "learning rate of the VAE pretraining stage"})
+    vae_lr: float = field(default=1e-3, metadata={"help": "learning rate of the VAE pretraining stage (cosine decay to 0)"})
+    vae_batch_size: int = field(default=0, metadata={"help": "grids per VAE pretraining step (0: batch_size); small batches, more steps learn faster per CPU second"})
     tiny_seed: int = field(default=0, metadata={"help": "seed of the random tiny SD (base_model=tiny)"})
     tiny_unet_config: str = field(default="", metadata={"help": "JSON overrides of gie_core.tiny's UNet config (base_model=tiny)"})
     tiny_vae_config: str = field(default="", metadata={"help": "JSON overrides of gie_core.tiny's VAE config (base_model=tiny)"})
+    prediction_type: str = field(default="", metadata={"help": "what the UNet predicts: epsilon | v_prediction | sample; empty keeps the base model's (SD1.5: epsilon). Only change it for UNets trained from scratch"})
     instruction_dropout: float = field(default=0.05, metadata={"help": "probability of training on an empty instruction (classifier-free guidance)"})
 
     # --- losses
@@ -102,9 +105,12 @@ class TrainConfig:
             (self.esm_decode in ("vae", "latent"), "esm_decode", "vae or latent"),
             (self.mixed_precision in ("no", "fp16", "bf16"), "mixed_precision", "no, fp16 or bf16"),
             (self.resize in ("crop", "fit", "stretch"), "resize", "crop, fit or stretch"),
+            (self.prediction_type in ("", "epsilon", "v_prediction", "sample"), "prediction_type",
+             "empty, epsilon, v_prediction or sample"),
             (self.tile > 0 and self.tile % 64 == 0, "tile", "a positive multiple of 64"),
             (self.k_examples >= 1, "k_examples", ">= 1"),
             (self.batch_size >= 1, "batch_size", ">= 1"),
+            (self.vae_batch_size >= 0, "vae_batch_size", ">= 0 (0: batch_size)"),
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", ">= 1"),
             (self.max_steps >= 0, "max_steps", ">= 0"),
             (0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)"),

@@ -42,20 +42,22 @@ class SDComponents:
 
 def load_base(cfg: TrainConfig) -> SDComponents:
     """SD1.5 parts from ``cfg.base_model``: ``tiny``, a diffusers folder or a single checkpoint file."""
-    from diffusers import DDPMScheduler
-
     src = cfg.base_model
     if src == "tiny":
         from gie_core import tiny
 
         c = tiny.make_tiny_sd_components(cfg.tiny_seed)
         unet, vae = c["unet"], c["vae"]
-        if cfg.tiny_unet_config:  # same seeds as make_tiny_sd_components, other shapes
-            unet = tiny.make_tiny_unet(cfg.tiny_seed, **json.loads(cfg.tiny_unet_config))
         if cfg.tiny_vae_config:
             vae = tiny.make_tiny_vae(cfg.tiny_seed + 1, **json.loads(cfg.tiny_vae_config))
+        unet_over = json.loads(cfg.tiny_unet_config) if cfg.tiny_unet_config else {}
+        if vae.config.latent_channels != unet.config.in_channels:  # the UNet works on the VAE's latents
+            unet_over = {"in_channels": vae.config.latent_channels, "out_channels": vae.config.latent_channels,
+                         **unet_over}
+        if unet_over:  # same seeds as make_tiny_sd_components, other shapes
+            unet = tiny.make_tiny_unet(cfg.tiny_seed, **unet_over)
         return SDComponents(unet, vae, c["text_encoder"], c["tokenizer"],
-                            DDPMScheduler.from_config(c["scheduler"].config))
+                            _noise_scheduler(c["scheduler"].config, cfg))
     path = Path(src)
     if not path.exists():
         raise ValueError(f"base_model={src!r}: no such folder or file (expected a local SD1.5 diffusers "
@@ -64,25 +66,64 @@ def load_base(cfg: TrainConfig) -> SDComponents:
 
     c = _load_base(path)  # a diffusers folder or a single SD1.x file (safetensors; configs shipped)
     return SDComponents(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"],
-                        DDPMScheduler.from_config(c["scheduler"].config))
+                        _noise_scheduler(c["scheduler"].config, cfg))
 
 
-def build_controlnet(cfg: TrainConfig, unet):
-    """A ControlNet initialised from the UNet's encoder (or from ``cfg.controlnet_init``)."""
+def _noise_scheduler(config, cfg: TrainConfig):
+    """The training DDPM scheduler from the base's scheduler config, with ``cfg.prediction_type``
+    when given (a from-scratch stack may choose; a pretrained UNet must keep its own)."""
+    from diffusers import DDPMScheduler
+
+    if cfg.prediction_type:
+        return DDPMScheduler.from_config(config, prediction_type=cfg.prediction_type)
+    return DDPMScheduler.from_config(config)
+
+
+def build_controlnet(cfg: TrainConfig, unet, latent_factor: int = 8):
+    """A ControlNet initialised from the UNet's encoder (or from ``cfg.controlnet_init``); its hint
+    encoder maps the grid to the latent resolution (``latent_factor``, the VAE's)."""
     from .export import load_controlnet
 
     if cfg.controlnet_init:
         return load_controlnet(cfg.controlnet_init)
+    model = _new_controlnet(cfg, unet, latent_factor)
+    if not cfg.controlnet_zero_init:
+        reinit_zero_convs(model, cfg.tiny_seed)
+    return model
+
+
+def reinit_zero_convs(model: torch.nn.Module, seed: int = 0) -> list[str]:
+    """Gives every all-zero conv of ``model`` (ControlNet's zero convs, the hint encoder's output conv)
+    PyTorch's default random init; returns their names. Two zero-initialised layers in a row (hint
+    encoder out, then a zero conv) pass no gradient to what lies before them until both have grown:
+    protective on a pretrained UNet, only a delay when everything trains from scratch."""
+    names = []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.Conv2d) and not m.weight.detach().any():
+                m.reset_parameters()
+                names.append(name)
+    return names
+
+
+def _new_controlnet(cfg: TrainConfig, unet, latent_factor: int):
     if cfg.hint_encoder == "vmamba":
         from gie_core.models import VMambaControlNetModel
 
         hint = json.loads(cfg.hint_encoder_config) if cfg.hint_encoder_config else {}
         if cfg.target_channel:
             hint["use_target_channel"] = True
+        if latent_factor != 8:
+            hint.setdefault("latent_factor", latent_factor)
         return VMambaControlNetModel.from_unet(unet, hint_encoder_config=hint or None)
     from diffusers import ControlNetModel
 
-    return ControlNetModel.from_unet(unet, conditioning_channels=4 if cfg.target_channel else 3)
+    # diffusers' conv hint encoder halves the size once per width after the first: (16, 32, 96, 256)
+    # is SD's factor 8; drop widths from the front for a smaller factor.
+    widths = (16, 32, 96, 256)[-(int(math.log2(latent_factor)) + 1):]
+    return ControlNetModel.from_unet(unet, conditioning_channels=4 if cfg.target_channel else 3,
+                                     conditioning_embedding_out_channels=widths)
 
 
 def make_tiny_clip(seed: int = 0):
@@ -168,7 +209,7 @@ class Trainer:
         sd = load_base(cfg)
         self.sd = sd
         self.vae_factor = 2 ** (len(sd.vae.config.block_out_channels) - 1)
-        self.controlnet = build_controlnet(cfg, sd.unet)
+        self.controlnet = build_controlnet(cfg, sd.unet, self.vae_factor)
         wdtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
         self.weight_dtype = wdtype
         self.trained: dict[str, torch.nn.Module] = {"controlnet": self.controlnet}
@@ -249,10 +290,15 @@ class Trainer:
         from tqdm.auto import tqdm
 
         vae.to(self.device).train().requires_grad_(True)
+        started = time.monotonic()
         opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
+        # Cosine decay to zero: the last steps at a small rate are worth several dB of reconstruction.
+        n = cfg.vae_pretrain_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, n) / n)))
         bar = tqdm(range(cfg.vae_pretrain_steps), desc="VAE pretraining", disable=not cfg.progress)
+        vb = cfg.vae_batch_size or cfg.batch_size
         for s in bar:
-            batch = self.collate([self.train_set[10**8 + s * cfg.batch_size + j] for j in range(cfg.batch_size)])
+            batch = self.collate([self.train_set[10**8 + s * vb + j] for j in range(vb)])
             x = batch["grid"].to(self.device) * 2 - 1
             post = vae.encode(x).latent_dist
             rec = vae.decode(post.sample(generator=step_generator(cfg.seed, -1, s))).sample
@@ -261,6 +307,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             bar.set_postfix(loss=f"{loss.item():.4f}")
         vae.eval().requires_grad_(False)
         # A fresh VAE's latents have their own scale: set scaling_factor = 1/std, as SD's was derived,
@@ -276,6 +323,9 @@ class Trainer:
                  vae.config.scaling_factor)
         if self.acc.is_main_process:
             vae.save_pretrained(done)
+            (done / "report.json").write_text(json.dumps({
+                "steps": cfg.vae_pretrain_steps, "batch_size": vb, "seconds": round(time.monotonic() - started, 1),
+                "reconstruction_psnr_db": round(psnr, 3), "scaling_factor": vae.config.scaling_factor}, indent=1))
 
     # ---- one step
     def encode_text(self, texts: list[str]) -> torch.Tensor:
@@ -299,10 +349,18 @@ class Trainer:
             drop = torch.rand(b, generator=gen) < cfg.instruction_dropout
             texts = ["" if d else t for d, t in zip(drop.tolist(), texts)]
         vae_dtype = next(sd.vae.parameters()).dtype
+        f = self.vae_factor
+        tmask = to_latent_mask(batch["target_mask"].to(self.device), f)
         with torch.no_grad():
             post = sd.vae.encode((grid * 2 - 1).to(vae_dtype)).latent_dist
             eps = torch.randn(post.mean.shape, generator=gen).to(self.device, post.mean.dtype)
             latents = (post.mean + post.std * eps).float() * sd.vae.config.scaling_factor
+            # The known cells as the pipeline gives them: encoded from the grid with the target blanked
+            # (the hint). Encoded from the full grid, their latents near the target would carry some
+            # of the answer (the encoder sees across cell borders), which the model learns to read
+            # during training and never finds at inference.
+            known = sd.vae.encode((hint[:, :3] * 2 - 1).to(vae_dtype)).latent_dist.mode().float()
+            latents = tmask * latents + (1 - tmask) * known * sd.vae.config.scaling_factor
         noise = torch.randn(latents.shape, generator=gen).to(self.device)
         n_t = sd.noise_scheduler.config.num_train_timesteps
         t = torch.randint(0, n_t, (b,), generator=gen) if timesteps is None else timesteps.cpu()
@@ -320,8 +378,6 @@ class Trainer:
                         mid_block_additional_residual=mid, return_dict=False)[0]
         pred = pred.float()
         target = diffusion_target(latents, noise, t, sd.noise_scheduler).float()
-        f = self.vae_factor
-        tmask = to_latent_mask(batch["target_mask"].to(self.device), f)
         out = {"ldm": ldm_loss(pred, target, tmask, cfg.outside_weight)}
         total = out["ldm"]
         if cfg.sam and cfg.lambda_sam > 0:
