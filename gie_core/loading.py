@@ -306,6 +306,14 @@ def load_controlnet(path, *, dtype: torch.dtype | str | None = torch.float32, un
             model = cls.from_pretrained(str(p), torch_dtype=dtype, local_files_only=True)
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"controlnet: {p} could not be loaded ({e})") from None
+        fill = cfg.get("hint_target_fill", "blank")  # ours, not diffusers': from_pretrained drops it
+        if fill != "blank":
+            from .visual_prompt import TARGET_FILLS
+
+            if fill not in TARGET_FILLS:
+                raise ModelLoadError(f"controlnet: {p}/config.json has hint_target_fill={fill!r}, expected one "
+                                     f"of {TARGET_FILLS}")
+            model.register_to_config(hint_target_fill=fill)
     else:
         suffix = p.suffix.lower()
         if suffix in PICKLE_SUFFIXES:

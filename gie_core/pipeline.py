@@ -106,6 +106,15 @@ def controlnet_wants_target_channel(controlnet) -> bool:
     return int(getattr(cfg, "conditioning_channels", 3)) == 4
 
 
+def hint_target_fill_outside_model(controlnet) -> str:
+    """How the caller must fill the hint's target cell for ``controlnet``: a VMamba hint encoder fills
+    it itself (``target_fill`` in its config), so ``"blank"``; a plain ControlNet trained with
+    ``--hint-target-fill query`` says so in its config (``hint_target_fill``)."""
+    if getattr(controlnet.config, "hint_encoder_config", None) is not None:
+        return "blank"
+    return getattr(controlnet.config, "hint_target_fill", "blank")
+
+
 @dataclass
 class InstructGIEOutput:
     """Result of an edit.
@@ -247,7 +256,8 @@ class InstructGIEPipeline(StableDiffusionControlNetInpaintPipeline):
 
         grid = prompt.grid.permute(0, 3, 1, 2).contiguous()
         mask = prompt.target_mask[:, None]
-        control = prompt.control_image(self.uses_target_channel)
+        control = vp_mod.fill_target_with_query(prompt.control_image(self.uses_target_channel),
+                                                hint_target_fill_outside_model(self.controlnet))
         want_c = int(getattr(self.controlnet.config, "conditioning_channels", control.shape[1]))
         if control.shape[1] != want_c:
             raise ValueError(f"controlnet: expects a {want_c}-channel hint, the visual prompt gives "

@@ -480,6 +480,35 @@ class VisualPrompt:
 # --------------------------------------------------------------------------------------------------
 # build
 # --------------------------------------------------------------------------------------------------
+#: What the target cell of a hint holds: ``"blank"`` (the paper's visual prompt) or ``"query"``
+#: (a copy of the query, so an edit becomes a mostly local map from the same position; the tiny
+#: stacks trained from scratch use it).
+TARGET_FILLS = ("blank", "query")
+
+
+def fill_target_with_query(hint: torch.Tensor, fill: str = "query") -> torch.Tensor:
+    """``hint`` ``[B,C,Hg,Wg]`` (channels-first, a grid of square cells in two columns, the query in
+    the last row) with the target cell's first three channels replaced by the query cell's.
+
+    ``fill="blank"`` returns ``hint`` unchanged. The geometry comes from the shape alone (cell side
+    ``Wg/2``), so any consumer of a hint — pipeline, ComfyUI, trainer — gets the same result."""
+    if fill not in TARGET_FILLS:
+        raise ValueError(f"target fill: expected one of {TARGET_FILLS}, got {fill!r}")
+    if fill == "blank":
+        return hint
+    if not isinstance(hint, torch.Tensor) or hint.dim() != 4:
+        raise ValueError(f"hint: expected a [batch, channels, height, width] tensor, got "
+                         f"{getattr(hint, 'shape', type(hint).__name__)}")
+    h, w = hint.shape[-2:]
+    tile = w // COLUMNS
+    if tile == 0 or w % COLUMNS or h % tile:
+        raise ValueError(f"hint: expected a grid of square cells in {COLUMNS} columns, got {h}×{w}")
+    out = hint.clone()
+    top = h - tile
+    out[:, :3, top:, tile:] = hint[:, :3, top:, :tile]
+    return out
+
+
 def _as_pairs(examples: Any) -> list[tuple[Any, Any]]:
     if isinstance(examples, (torch.Tensor, np.ndarray)) or not isinstance(examples, Sequence) \
             or isinstance(examples, (str, bytes)):

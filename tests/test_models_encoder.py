@@ -297,3 +297,19 @@ def test_cache_under_inference_mode_with_an_encoder_built_there():
         enc.conv_out.weight.mul_(2)  # an in-place weight edit (e.g. a patcher) must invalidate
         e = block(hint)
     assert count.calls == 3 and torch.allclose(e - enc.conv_out.bias[:, None, None], 2 * (a - enc.conv_out.bias[:, None, None]))
+
+
+def test_target_fill_query_encodes_the_hint_with_the_query_in_the_target_cell():
+    from gie_core.visual_prompt import fill_target_with_query
+
+    torch.manual_seed(0)
+    blank = VMambaHintEncoder(HintEncoderConfig(**SMALL))
+    randomise_output_conv(blank)
+    filling = VMambaHintEncoder(HintEncoderConfig(**SMALL, target_fill="query"))
+    filling.load_state_dict(blank.state_dict())
+    hint = torch.rand(2, 3, 64, 32)  # 2 rows of 16-px cells
+    with torch.no_grad():
+        assert torch.allclose(filling(hint), blank(fill_target_with_query(hint)))
+        assert not torch.allclose(filling(hint), blank(hint))
+    with pytest.raises(ValueError, match="target_fill must be 'blank' or 'query'"):
+        HintEncoderConfig(**SMALL, target_fill="copy")

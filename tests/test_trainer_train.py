@@ -175,6 +175,22 @@ def test_zero_init_is_kept_by_default_and_dropped_on_request(tmp_path, hint_enco
     assert m.abs().sum() > 0
 
 
+@pytest.mark.parametrize("hint_encoder", ["vmamba", "conv"])
+def test_hint_target_fill_query_is_stored_with_the_controlnet_and_used_by_the_pipeline(tmp_path, hint_encoder):
+    from gie_core.loading import load_controlnet
+    from gie_core.pipeline import hint_target_fill_outside_model
+
+    r = train(_cfg(tmp_path, hint_encoder=hint_encoder, hint_target_fill="query", esm=False, max_steps=1))
+    cn = load_controlnet(r["export"])
+    if hint_encoder == "vmamba":  # the encoder fills the cell itself
+        assert cn.controlnet_cond_embedding.config.target_fill == "query"
+        assert hint_target_fill_outside_model(cn) == "blank"
+    else:  # a plain ControlNet: config.json says so, the pipeline fills the hint for it
+        assert hint_target_fill_outside_model(cn) == "query"
+    with pytest.raises(ValueError, match="hint_target_fill='copy': expected blank or query"):
+        _cfg(tmp_path, hint_target_fill="copy")
+
+
 def test_prediction_type_option_is_checked(tmp_path):
     with pytest.raises(ValueError, match="prediction_type='x0'.*epsilon, v_prediction or sample"):
         _cfg(tmp_path, prediction_type="x0")

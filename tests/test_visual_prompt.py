@@ -292,3 +292,24 @@ def test_bad_images_and_modes():
     p = vp.build(ex, solid(COLORS[2]), tile=64)
     with pytest.raises(ValueError, match="grid of 128x128"):
         p.layout.crop(torch.rand(1, 64, 64, 3))
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_fill_target_with_query_copies_the_query_cell_only(k):
+    g = torch.Generator().manual_seed(k)
+    ex = [(torch.rand(1, 64, 64, 3, generator=g), torch.rand(1, 64, 64, 3, generator=g)) for _ in range(k)]
+    p = vp.build(ex, torch.rand(2, 64, 64, 3, generator=g), tile=64, resize="crop")
+    hint = p.control_image(target_channel=True)  # [2, 4, H, W]
+    filled = vp.fill_target_with_query(hint)
+    t, l, h, w = p.layout.target_box
+    qt, ql, _, _ = p.layout.query_box
+    assert torch.equal(filled[:, :3, t:t + h, l:l + w], hint[:, :3, qt:qt + h, ql:ql + w])
+    assert torch.equal(filled[:, 3], hint[:, 3])  # the target-mask channel stays
+    rest = torch.ones_like(hint, dtype=torch.bool)
+    rest[:, :3, t:t + h, l:l + w] = False
+    assert torch.equal(filled[rest], hint[rest])
+    assert vp.fill_target_with_query(hint, "blank") is hint
+    with pytest.raises(ValueError, match="target fill: expected one of"):
+        vp.fill_target_with_query(hint, "copy")
+    with pytest.raises(ValueError, match="square cells in 2 columns, got 64×96"):
+        vp.fill_target_with_query(torch.zeros(1, 3, 64, 96))

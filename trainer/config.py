@@ -38,6 +38,7 @@ class TrainConfig:
     base_model: str = field(default="tiny", metadata={"help": "SD1.5 as a local diffusers folder or single .safetensors file, or 'tiny' (random tiny SD, tests and from-scratch training)"})
     hint_encoder: str = field(default="vmamba", metadata={"help": "vmamba (InstructGIE) | conv (diffusers' ControlNet hint encoder, the ablation)"})
     hint_encoder_config: str = field(default="", metadata={"help": "JSON dict of HintEncoderConfig overrides for the VMamba hint encoder"})
+    hint_target_fill: str = field(default="blank", metadata={"help": "what the hint's target cell holds: blank (the paper) | query (a copy of the query: edits become mostly local maps, which tiny models trained from scratch learn far sooner); stored with the ControlNet"})
     target_channel: bool = field(default=False, metadata={"help": "give the ControlNet a 4th hint channel marking the target cell"})
     controlnet_init: str = field(default="", metadata={"help": "start from this ControlNet .safetensors instead of from_unet"})
     controlnet_zero_init: bool = field(default=True, metadata={"help": "zero-initialise the ControlNet's output convs (and the hint encoder's), so it starts as a no-op on a pretrained UNet; --no-controlnet-zero-init for stacks trained from scratch, where the zeros only delay learning"})
@@ -105,6 +106,7 @@ class TrainConfig:
             (self.esm_decode in ("vae", "latent"), "esm_decode", "vae or latent"),
             (self.mixed_precision in ("no", "fp16", "bf16"), "mixed_precision", "no, fp16 or bf16"),
             (self.resize in ("crop", "fit", "stretch"), "resize", "crop, fit or stretch"),
+            (self.hint_target_fill in ("blank", "query"), "hint_target_fill", "blank or query"),
             (self.prediction_type in ("", "epsilon", "v_prediction", "sample"), "prediction_type",
              "empty, epsilon, v_prediction or sample"),
             (self.tile > 0 and self.tile % 64 == 0, "tile", "a positive multiple of 64"),

@@ -116,14 +116,19 @@ def _new_controlnet(cfg: TrainConfig, unet, latent_factor: int):
             hint["use_target_channel"] = True
         if latent_factor != 8:
             hint.setdefault("latent_factor", latent_factor)
+        if cfg.hint_target_fill != "blank":
+            hint["target_fill"] = cfg.hint_target_fill  # the encoder fills the cell itself
         return VMambaControlNetModel.from_unet(unet, hint_encoder_config=hint or None)
     from diffusers import ControlNetModel
 
     # diffusers' conv hint encoder halves the size once per width after the first: (16, 32, 96, 256)
     # is SD's factor 8; drop widths from the front for a smaller factor.
     widths = (16, 32, 96, 256)[-(int(math.log2(latent_factor)) + 1):]
-    return ControlNetModel.from_unet(unet, conditioning_channels=4 if cfg.target_channel else 3,
-                                     conditioning_embedding_out_channels=widths)
+    model = ControlNetModel.from_unet(unet, conditioning_channels=4 if cfg.target_channel else 3,
+                                      conditioning_embedding_out_channels=widths)
+    if cfg.hint_target_fill != "blank":  # saved in config.json; the pipeline fills the hint for it
+        model.register_to_config(hint_target_fill=cfg.hint_target_fill)
+    return model
 
 
 def make_tiny_clip(seed: int = 0):
@@ -371,6 +376,10 @@ class Trainer:
         if cfg.target_channel:
             cond = torch.cat([hint, batch["target_mask"].to(self.device)[:, None]], 1)
         cn = self.wrapped["controlnet"]
+        from gie_core.pipeline import hint_target_fill_outside_model
+        from gie_core.visual_prompt import fill_target_with_query
+
+        cond = fill_target_with_query(cond, hint_target_fill_outside_model(self.acc.unwrap_model(cn)))
         unet = self.wrapped.get("unet", sd.unet)
         with self.acc.autocast():
             down, mid = cn(noisy, t, encoder_hidden_states=ctx_emb, controlnet_cond=cond, return_dict=False)
