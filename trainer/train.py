@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from gie_core.visual_prompt import fill_target_with_query
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -215,6 +216,10 @@ class Trainer:
         self.sd = sd
         self.vae_factor = 2 ** (len(sd.vae.config.block_out_channels) - 1)
         self.controlnet = build_controlnet(cfg, sd.unet, self.vae_factor)
+        from gie_core.pipeline import hint_target_fill_outside_model
+
+        # Fixed by the model: a VMamba encoder fills its own input, a plain ControlNet gets it filled here.
+        self.hint_fill = hint_target_fill_outside_model(self.controlnet)
         wdtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
         self.weight_dtype = wdtype
         self.trained: dict[str, torch.nn.Module] = {"controlnet": self.controlnet}
@@ -376,10 +381,7 @@ class Trainer:
         if cfg.target_channel:
             cond = torch.cat([hint, batch["target_mask"].to(self.device)[:, None]], 1)
         cn = self.wrapped["controlnet"]
-        from gie_core.pipeline import hint_target_fill_outside_model
-        from gie_core.visual_prompt import fill_target_with_query
-
-        cond = fill_target_with_query(cond, hint_target_fill_outside_model(self.acc.unwrap_model(cn)))
+        cond = fill_target_with_query(cond, self.hint_fill)
         unet = self.wrapped.get("unet", sd.unet)
         with self.acc.autocast():
             down, mid = cn(noisy, t, encoder_hidden_states=ctx_emb, controlnet_cond=cond, return_dict=False)
