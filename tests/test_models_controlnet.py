@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gie_core.models import HintEncoderConfig, VMambaControlNetModel, VMambaHintEncoder
+from gie_core.models import VMambaControlNetModel, VMambaHintEncoder
 from gie_core.tiny import make_tiny_sd_components, make_tiny_unet
 
 HINT = dict(dims=(16, 32), depths=(1, 1), mlp_ratio=2.0, scan_backend="reference")

@@ -7,9 +7,19 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from gie_core.models import (SDXL_UNET_CONFIG, CorruptFileError, IncompatibleBaseError, NotVMambaControlNetError,
-                             StateDictMismatchError, VMambaControlNetModel, VMambaHintEncoder, load_vmamba_controlnet,
-                             read_vmamba_config, save_vmamba_controlnet, split_vmamba_state_dict)
+from gie_core.models import (
+    SDXL_UNET_CONFIG,
+    CorruptFileError,
+    IncompatibleBaseError,
+    NotVMambaControlNetError,
+    StateDictMismatchError,
+    VMambaControlNetModel,
+    VMambaHintEncoder,
+    load_vmamba_controlnet,
+    read_vmamba_config,
+    save_vmamba_controlnet,
+    split_vmamba_state_dict,
+)
 from gie_core.tiny import make_tiny_unet
 
 HINT = dict(dims=(16, 32), depths=(1, 1), mlp_ratio=2.0, scan_backend="reference", use_target_channel=True)

@@ -10,11 +10,10 @@ import os
 
 import pytest
 import torch
+from test_ops import ARG_NAMES, assert_close_scaled, make_inputs, reference64, run
 
 from gie_core import ops
 from gie_core.ops.reference import cross_merge_reference, cross_scan_reference
-
-from test_ops import ARG_NAMES, assert_close_scaled, make_inputs, reference64, run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

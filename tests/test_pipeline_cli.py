@@ -3,12 +3,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from gie_core import tiny
 from gie_core.cli import main
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,7 +9,6 @@ from safetensors.torch import save_file
 from gie_core import loading, tiny
 from gie_core.loading import ModelLoadError
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---------------------------------------------------------------- an LDM-layout exporter (test only)

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 skimage_data = pytest.importorskip("skimage.data")
 
-from gie_core.regions import MaskCache, detect_regions, region_mask  # noqa: E402
+from gie_core.regions import MaskCache, region_mask  # noqa: E402
 
 # Located by eye on skimage.data.astronaut() (512x512, Eileen Collins), as (row, col):
 # eyes, nose tip, mouth, chin, forehead, both cheeks. Independent of the detector.

@@ -10,8 +10,8 @@ transformers = pytest.importorskip("transformers")
 
 from gie_core.cli import main as cli_main  # noqa: E402
 from gie_core.regions import detect_regions, load_detector, region_mask  # noqa: E402
-from gie_core.regions.tiny import (FACE_PARSING_LABELS, save_tiny_face_parser,  # noqa: E402
-                                  save_tiny_mask2former)
+from gie_core.regions.tiny import FACE_PARSING_LABELS, save_tiny_face_parser, save_tiny_mask2former  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def m2f_car(tmp_path_factory):

@@ -5,8 +5,18 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from trainer.losses import (CLIPImageEmbedder, diffusion_target, esm_loss, fit_latent_to_rgb, latent_to_rgb,
-                            ldm_loss, masked_mse, predicted_x0, sam_loss, to_latent_mask)
+from trainer.losses import (
+    CLIPImageEmbedder,
+    diffusion_target,
+    esm_loss,
+    fit_latent_to_rgb,
+    latent_to_rgb,
+    ldm_loss,
+    masked_mse,
+    predicted_x0,
+    sam_loss,
+    to_latent_mask,
+)
 
 
 def test_esm_loss_hand_computed():

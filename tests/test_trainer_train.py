@@ -1,7 +1,6 @@
 """The training loop on a tiny configuration: all three losses, learning, exact resume, bad data,
 export, CLI."""
 import json
-import shutil
 
 import pytest
 import torch
@@ -47,7 +46,6 @@ def test_loss_falls_on_a_fixed_batch(tmp_path):
     tr = Trainer(cfg).setup()
     batch = tr.collate([tr.train_set[i] for i in range(2)])
     t = torch.tensor([300, 600])
-    params = [p for m in tr.wrapped.values() for p in m.parameters() if p.requires_grad]
     losses = []
     for _ in range(8):
         loss = tr.compute_losses(batch, step_generator(0, 0), timesteps=t)["total"]

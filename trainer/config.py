@@ -99,7 +99,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raises ValueError naming the first bad option."""
         checks = [
             (self.hint_encoder in ("vmamba", "conv"), "hint_encoder", "vmamba or conv"),

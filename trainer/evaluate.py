@@ -23,9 +23,9 @@ import json
 import logging
 import sys
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -287,7 +287,7 @@ def generate(pipe, groups, spec: ModelSpec, queries_per_group: int = 2, steps: i
     from .data.formats import BadImage, load_image
 
     jobs = []
-    for gi, g in enumerate(groups):
+    for g in groups:
         for qi in range(min(queries_per_group, len(g))):
             others = [r for j, r in enumerate(g) if j != qi]
             jobs.append((g[qi], [others[(qi + e) % len(others)] for e in range(spec.k)]))

@@ -118,7 +118,7 @@ class CLIPImageEmbedder(nn.Module):
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
-    def from_folder(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "CLIPImageEmbedder":
+    def from_folder(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> CLIPImageEmbedder:
         """Loads a local transformers CLIP vision model folder (CLIPVisionModelWithProjection or a
         full CLIPModel folder, whose vision half is used)."""
         from transformers import CLIPModel, CLIPVisionModelWithProjection

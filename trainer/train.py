@@ -14,19 +14,29 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
 from gie_core.visual_prompt import fill_target_with_query
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .losses import (CLIPImageEmbedder, diffusion_target, esm_loss, fit_latent_to_rgb, latent_to_rgb, ldm_loss,
-                     predicted_x0, sam_loss, to_latent_mask)
+from .losses import (
+    CLIPImageEmbedder,
+    diffusion_target,
+    esm_loss,
+    fit_latent_to_rgb,
+    latent_to_rgb,
+    ldm_loss,
+    predicted_x0,
+    sam_loss,
+    to_latent_mask,
+)
 
 log = logging.getLogger("trainer")
 
@@ -192,7 +202,7 @@ class Trainer:
         self.history: list[dict] = []
 
     # ---- setup
-    def setup(self) -> "Trainer":
+    def setup(self) -> Trainer:
         cfg, acc = self.cfg, self.acc
         self.out.mkdir(parents=True, exist_ok=True)
         from .data.dataset import InContextDataset, RegionMaskProvider, collate, prepare_groups

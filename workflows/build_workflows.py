@@ -140,7 +140,7 @@ def render_png(ui: dict, api: dict, path: Path, caption: str, object_info: dict)
         x = node["pos"][0] + (node["size"][0] if side == "out" else 0)
         return x, node["pos"][1] + 40 + 22 * slot
 
-    for lid, src, sslot, dst, dslot, kind in ui["links"]:
+    for _lid, src, sslot, dst, dslot, kind in ui["links"]:
         x0, y0 = socket(nodes[src], "out", sslot)
         x1, y1 = socket(nodes[dst], "in", dslot)
         color = TYPE_COLORS.get(kind, "#9e9e9e")

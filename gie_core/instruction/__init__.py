@@ -5,8 +5,18 @@ instruction, at training and at inference time, so the text encoder sees one for
 >>> unify("Could you please paint the car red?")
 'change the colour of the car to red'
 """
-from .core import (BACKENDS, MAX_CHARS, InstructionError, InstructionTypeError, check_instruction,
-                   is_canonical, parse, unify, unify_batch, unify_rules)
+from .core import (
+                   BACKENDS,
+                   MAX_CHARS,
+                   InstructionError,
+                   InstructionTypeError,
+                   check_instruction,
+                   is_canonical,
+                   parse,
+                   unify,
+                   unify_batch,
+                   unify_rules,
+)
 from .grammar import CLAUSE_SEPARATOR, FAMILIES, Edit, render
 from .rules import clean
 

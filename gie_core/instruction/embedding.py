@@ -68,7 +68,7 @@ class EmbeddingUnifier:
         self._bank_emb = _BANK_EMBEDDINGS[key]
 
     @classmethod
-    def cached(cls, bank: tuple, threshold=None, model_path=None, device="cpu") -> "EmbeddingUnifier":
+    def cached(cls, bank: tuple, threshold=None, model_path=None, device="cpu") -> EmbeddingUnifier:
         """One unifier per (bank, threshold, model, device) in this process."""
         return _cached_unifier(bank, threshold, None if model_path is None else str(model_path), device)
 

@@ -84,7 +84,7 @@ class LLMUnifier:
         self._answers: dict[str, str] = {}  # greedy decoding is deterministic: decode each text once
 
     @classmethod
-    def cached(cls, model_path, device: str = "cpu") -> "LLMUnifier":
+    def cached(cls, model_path, device: str = "cpu") -> LLMUnifier:
         return _cached_unifier(str(model_path), device)
 
     def generate(self, cleaned: str) -> str:

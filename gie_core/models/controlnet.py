@@ -78,7 +78,7 @@ class VMambaControlNetModel(ControlNetModel):
     @classmethod
     def from_unet(cls, unet, hint_encoder_config: dict | HintEncoderConfig | None = None,
                   load_weights_from_unet: bool = True, controlnet_conditioning_channel_order: str = "rgb",
-                  **kwargs) -> "VMambaControlNetModel":
+                  **kwargs) -> VMambaControlNetModel:
         """Copy ``unet``'s encoder as diffusers' ``ControlNetModel.from_unet`` does, with a VMamba hint encoder.
 
         Args:

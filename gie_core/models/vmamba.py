@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .hint_cache import HintCacheControls, HintFeatureCache, parameter_fingerprint
@@ -137,7 +136,7 @@ class HintEncoderConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "HintEncoderConfig":
+    def from_dict(cls, data: dict) -> HintEncoderConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`HintEncoderConfigError`."""
         if isinstance(data, cls):
             return data
@@ -151,7 +150,7 @@ class HintEncoderConfig:
         return cls(**data)
 
     @classmethod
-    def coerce(cls, value: "HintEncoderConfig | dict | None", **defaults) -> "HintEncoderConfig":
+    def coerce(cls, value: HintEncoderConfig | dict | None, **defaults) -> HintEncoderConfig:
         """A config from a config, a dict or ``None`` (then ``defaults`` over the class defaults)."""
         if value is None:
             return cls(**defaults)

@@ -33,12 +33,12 @@ BACKENDS = ("reference", "cpu", "cpu_torch", "triton", "mamba_ssm")
 ENV_BACKEND = "GIE_SCAN_BACKEND"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _numba_scan_fn():
     """The fused numba scan or None when numba cannot be imported; imported lazily, once.
 
@@ -57,7 +57,7 @@ def cpu_implementation(device="cpu") -> str:
     return "numba" if torch.device(device).type == "cpu" and _numba_scan_fn() is not None else "torch"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mamba_ssm_fn():
     """mamba-ssm's ``selective_scan_fn`` or None; imported lazily, once (it needs CUDA to import)."""
     try:

@@ -139,7 +139,7 @@ def scan_forward(u, delta, A, B, C, chunk: int | None = None):
     final Δ (bias and softplus applied).
     """
     b, d, l = u.shape
-    n, g = A.shape[1], B.shape[1]
+    n = A.shape[1]
     layout = _Layout(l, chunk or default_chunk(l))
     T, K = layout.chunk, layout.n_chunks
     dT, uT, BT, CT, AT = _chunked_inputs(u, delta, A, B, C, layout)

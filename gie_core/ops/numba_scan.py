@@ -39,7 +39,6 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.extending import intrinsic, overload
 
-
 _KERNEL_FASTMATH = {"reassoc", "contract", "nsz"}
 
 

@@ -13,7 +13,7 @@ import functools
 import torch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels():
     import triton
     import triton.language as tl

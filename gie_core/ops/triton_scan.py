@@ -25,7 +25,7 @@ import torch
 from ._extras import scan_with_extras
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels():
     import triton
     import triton.language as tl

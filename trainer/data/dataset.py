@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import zlib
-from pathlib import Path
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,7 +190,7 @@ class InContextDataset(torch.utils.data.Dataset):
         from gie_core.visual_prompt import build
 
         rng = np.random.default_rng([self.seed, int(index)])
-        for attempt in range(self.max_retries):
+        for _ in range(self.max_retries):
             g = self.groups[int(rng.integers(len(self.groups)))]
             n = min(len(g.pairs), self.k + 1)
             picks = rng.choice(len(g.pairs), size=n, replace=False)

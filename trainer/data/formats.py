@@ -20,9 +20,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -240,7 +241,7 @@ def _captions(read_column, columns: Sequence[str], choices: Sequence[str], n: in
 
 def _records_from_rows(rows, columns: Sequence[str], num_rows: int, name: str, base: Path,
                        instructions: list, captions: tuple[list, list] | None = None) -> list[PairRecord]:
-    c_ins = _pick(columns, INSTRUCTION_COLUMNS, "instruction", name)
+    _pick(columns, INSTRUCTION_COLUMNS, "instruction", name)  # a clear error when the column is missing
     c_b = _pick(columns, BEFORE_COLUMNS, "before-image", name)
     c_a = _pick(columns, AFTER_COLUMNS, "after-image", name)
     out = []
