@@ -308,7 +308,7 @@ def load_controlnet(path, *, dtype: torch.dtype | str | None = torch.float32, un
             raise ModelLoadError(f"controlnet: {p} could not be loaded ({e})") from None
         fill = cfg.get("hint_target_fill", "blank")  # ours, not diffusers': from_pretrained drops it
         if fill != "blank":
-            from .visual_prompt import TARGET_FILLS
+            from .control_input import TARGET_FILLS
 
             if fill not in TARGET_FILLS:
                 raise ModelLoadError(f"controlnet: {p}/config.json has hint_target_fill={fill!r}, expected one "

@@ -25,13 +25,14 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionControlNetInpaintPipeline
 
+from . import control_input
 from . import visual_prompt as vp_mod
 from .visual_prompt import VisualPrompt
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["InstructGIEPipeline", "InstructGIEOutput", "make_scheduler", "SCHEDULER_ALIASES",
-           "unify_instruction", "controlnet_wants_target_channel"]
+           "unify_instruction"]
 
 # Short names (ComfyUI/A1111 habits) -> (diffusers class name, extra config).
 SCHEDULER_ALIASES: dict[str, tuple[str, dict]] = {
@@ -95,25 +96,6 @@ def unify_instruction(text: str, enabled: bool = True) -> str:
             _unify_warned = True
         return text
     return unify(text)
-
-
-def controlnet_wants_target_channel(controlnet) -> bool:
-    """Whether the ControlNet's hint has a 4th channel marking the target cell."""
-    cfg = controlnet.config
-    hint_cfg = getattr(cfg, "hint_encoder_config", None) or {}  # VMambaControlNetModel keeps it here
-    flag = dict(hint_cfg).get("use_target_channel", getattr(cfg, "use_target_channel", None))
-    if flag is not None:
-        return bool(flag)
-    return int(getattr(cfg, "conditioning_channels", 3)) == 4
-
-
-def hint_target_fill_outside_model(controlnet) -> str:
-    """How the caller must fill the hint's target cell for ``controlnet``: a VMamba hint encoder fills
-    it itself (``target_fill`` in its config), so ``"blank"``; a plain ControlNet trained with
-    ``--hint-target-fill query`` says so in its config (``hint_target_fill``)."""
-    if getattr(controlnet.config, "hint_encoder_config", None) is not None:
-        return "blank"
-    return getattr(controlnet.config, "hint_target_fill", "blank")
 
 
 @dataclass
@@ -180,7 +162,7 @@ class InstructGIEPipeline(StableDiffusionControlNetInpaintPipeline):
     # ---- the editing API --------------------------------------------------------------------
     @property
     def uses_target_channel(self) -> bool:
-        return controlnet_wants_target_channel(self.controlnet)
+        return control_input.spec_for(self.controlnet).target_channel
 
     def build_prompt(self, examples: Sequence, query: Any, tile: int = 256, resize: str = "fit",
                      **kwargs) -> VisualPrompt:
@@ -257,8 +239,7 @@ class InstructGIEPipeline(StableDiffusionControlNetInpaintPipeline):
 
         grid = prompt.grid.permute(0, 3, 1, 2).contiguous()
         mask = prompt.target_mask[:, None]
-        control = vp_mod.fill_target_with_query(prompt.control_image(self.uses_target_channel),
-                                                hint_target_fill_outside_model(self.controlnet))
+        control = prompt.control_image_for(self.controlnet)
         want_c = int(getattr(self.controlnet.config, "conditioning_channels", control.shape[1]))
         if control.shape[1] != want_c:
             raise ValueError(f"controlnet: expects a {want_c}-channel hint, the visual prompt gives "

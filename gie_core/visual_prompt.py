@@ -37,10 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import control_input
+
 RESIZE_MODES = ("fit", "crop", "stretch")
 MAX_EXAMPLES = 4
-COLUMNS = 2  # before | after
-TILE_MULTIPLE = 64  # latent factor 8 x VMamba patch/downsampling grid 8
+COLUMNS = control_input.GRID_COLUMNS  # before | after
+TILE_MULTIPLE = 8  # whole latent pixels per cell at SD's VAE factor 8 (SD1.5 work uses 256 or 512)
 
 __all__ = [
     "build",
@@ -186,8 +188,8 @@ def _check_tile(tile: Any) -> int:
         raise ValueError(f"tile: expected a positive integer multiple of {TILE_MULTIPLE}, got {tile!r}")
     tile = int(tile)
     if tile <= 0 or tile % TILE_MULTIPLE:
-        raise ValueError(f"tile: expected a positive multiple of {TILE_MULTIPLE} (the latent and "
-                         f"VMamba patch grids need it), got {tile}; e.g. 256 or 512")
+        raise ValueError(f"tile: expected a positive multiple of {TILE_MULTIPLE} (whole latent pixels per "
+                         f"cell), got {tile}; e.g. 256 or 512 for SD1.5")
     return tile
 
 
@@ -462,15 +464,17 @@ class VisualPrompt:
     def batch_size(self) -> int:
         return int(self.grid.shape[0])
 
-    def hint_with_target_channel(self) -> torch.Tensor:
-        """``[B,Hg,Wg,4]``: the hint plus the target mask as a fourth channel, for ControlNets
-        built with ``use_target_channel=True`` (``conditioning_channels=4``)."""
-        return torch.cat([self.hint, self.target_mask[..., None]], dim=-1)
+    def control_image(self, target_channel: bool = False, fill: str = "blank") -> torch.Tensor:
+        """The ControlNet input channels-first, ``[B,3 or 4,Hg,Wg]`` in 0..1 (built by
+        :func:`gie_core.control_input.build`; ``target_channel`` adds the target mask as a 4th
+        channel, ``fill`` puts the query into the target cell)."""
+        return control_input.build(self.hint.permute(0, 3, 1, 2).contiguous(), self.target_mask,
+                                   target_channel=target_channel, fill=fill)
 
-    def control_image(self, target_channel: bool = False) -> torch.Tensor:
-        """The ControlNet input channels-first, ``[B,3 or 4,Hg,Wg]`` in 0..1."""
-        h = self.hint_with_target_channel() if target_channel else self.hint
-        return h.permute(0, 3, 1, 2).contiguous()
+    def control_image_for(self, controlnet) -> torch.Tensor:
+        """:meth:`control_image` as ``controlnet``'s config asks (:func:`control_input.spec_for`)."""
+        spec = control_input.spec_for(controlnet)
+        return self.control_image(spec.target_channel, spec.fill)
 
     def to(self, *args, **kwargs) -> VisualPrompt:
         """Move the tensors (like ``torch.Tensor.to``); the layout is shared."""
@@ -481,35 +485,6 @@ class VisualPrompt:
 # --------------------------------------------------------------------------------------------------
 # build
 # --------------------------------------------------------------------------------------------------
-#: What the target cell of a hint holds: ``"blank"`` (the paper's visual prompt) or ``"query"``
-#: (a copy of the query, so an edit becomes a mostly local map from the same position; the tiny
-#: stacks trained from scratch use it).
-TARGET_FILLS = ("blank", "query")
-
-
-def fill_target_with_query(hint: torch.Tensor, fill: str = "query") -> torch.Tensor:
-    """``hint`` ``[B,C,Hg,Wg]`` (channels-first, a grid of square cells in two columns, the query in
-    the last row) with the target cell's first three channels replaced by the query cell's.
-
-    ``fill="blank"`` returns ``hint`` unchanged. The geometry comes from the shape alone (cell side
-    ``Wg/2``), so any consumer of a hint — pipeline, ComfyUI, trainer — gets the same result."""
-    if fill not in TARGET_FILLS:
-        raise ValueError(f"target fill: expected one of {TARGET_FILLS}, got {fill!r}")
-    if fill == "blank":
-        return hint
-    if not isinstance(hint, torch.Tensor) or hint.dim() != 4:
-        raise ValueError(f"hint: expected a [batch, channels, height, width] tensor, got "
-                         f"{getattr(hint, 'shape', type(hint).__name__)}")
-    h, w = hint.shape[-2:]
-    tile = w // COLUMNS
-    if tile == 0 or w % COLUMNS or h % tile:
-        raise ValueError(f"hint: expected a grid of square cells in {COLUMNS} columns, got {h}×{w}")
-    out = hint.clone()
-    top = h - tile
-    out[:, :3, top:, tile:] = hint[:, :3, top:, :tile]
-    return out
-
-
 def _as_pairs(examples: Any) -> list[tuple[Any, Any]]:
     if isinstance(examples, (torch.Tensor, np.ndarray)) or not isinstance(examples, Sequence) \
             or isinstance(examples, (str, bytes)):

@@ -74,7 +74,10 @@ def control_image_for(block, hint, mask, batch: int):
     ControlNets trained with it (``use_target_channel``)."""
     if not block.uses_target_channel:
         return hint
-    return torch.cat([hint.expand(batch, -1, -1, -1), mask[..., None].expand(batch, -1, -1, 1).to(hint)], dim=-1)
+    from gie_core import control_input
+
+    x = control_input.build(hint.expand(batch, -1, -1, -1).movedim(-1, 1), mask.expand(batch, -1, -1), target_channel=True)
+    return x.movedim(1, -1)
 
 
 def check_inputs(model, control_net, vae, grid, hint, target_mask, layout, seed, steps, cfg, sampler_name, scheduler,

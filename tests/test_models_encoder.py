@@ -300,7 +300,7 @@ def test_cache_under_inference_mode_with_an_encoder_built_there():
 
 
 def test_target_fill_query_encodes_the_hint_with_the_query_in_the_target_cell():
-    from gie_core.visual_prompt import fill_target_with_query
+    from gie_core.control_input import fill_target
 
     torch.manual_seed(0)
     blank = VMambaHintEncoder(HintEncoderConfig(**SMALL))
@@ -309,7 +309,8 @@ def test_target_fill_query_encodes_the_hint_with_the_query_in_the_target_cell():
     filling.load_state_dict(blank.state_dict())
     hint = torch.rand(2, 3, 64, 32)  # 2 rows of 16-px cells
     with torch.no_grad():
-        assert torch.allclose(filling(hint), blank(fill_target_with_query(hint)))
+        assert torch.allclose(filling(hint), blank(fill_target(hint)))
         assert not torch.allclose(filling(hint), blank(hint))
-    with pytest.raises(ValueError, match="target_fill must be 'blank' or 'query'"):
+    with pytest.raises(ValueError, match=r"target_fill must be one of \('blank', 'query'\)"):
         HintEncoderConfig(**SMALL, target_fill="copy")
+

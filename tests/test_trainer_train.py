@@ -175,16 +175,16 @@ def test_zero_init_is_kept_by_default_and_dropped_on_request(tmp_path, hint_enco
 
 @pytest.mark.parametrize("hint_encoder", ["vmamba", "conv"])
 def test_hint_target_fill_query_is_stored_with_the_controlnet_and_used_by_the_pipeline(tmp_path, hint_encoder):
+    from gie_core.control_input import spec_for
     from gie_core.loading import load_controlnet
-    from gie_core.pipeline import hint_target_fill_outside_model
 
     r = train(_cfg(tmp_path, hint_encoder=hint_encoder, hint_target_fill="query", esm=False, max_steps=1))
     cn = load_controlnet(r["export"])
     if hint_encoder == "vmamba":  # the encoder fills the cell itself
         assert cn.controlnet_cond_embedding.config.target_fill == "query"
-        assert hint_target_fill_outside_model(cn) == "blank"
+        assert spec_for(cn).fill == "blank"
     else:  # a plain ControlNet: config.json says so, the pipeline fills the hint for it
-        assert hint_target_fill_outside_model(cn) == "query"
+        assert spec_for(cn).fill == "query"
     with pytest.raises(ValueError, match="hint_target_fill='copy': expected blank or query"):
         _cfg(tmp_path, hint_target_fill="copy")
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gie_core import control_input
 from gie_core import visual_prompt as vp
 
 
@@ -70,13 +71,14 @@ def test_target_goes_in_grid_but_not_hint():
     assert torch.allclose(p.layout.crop(p.grid, original_size=True), tgt, atol=1e-6)
 
 
-def test_hint_with_target_channel():
+def test_control_image_with_target_channel():
     p = vp.build([(solid(COLORS[0]), solid(COLORS[1]))], solid(COLORS[2], b=2), tile=64)
-    h4 = p.hint_with_target_channel()
-    assert h4.shape == (2, 128, 128, 4)
-    assert torch.equal(h4[..., :3], p.hint) and torch.equal(h4[..., 3], p.target_mask)
-    assert p.control_image(True).shape == (2, 4, 128, 128)
+    h4 = p.control_image(True)
+    assert h4.shape == (2, 4, 128, 128)
+    assert torch.equal(h4[:, :3].permute(0, 2, 3, 1), p.hint) and torch.equal(h4[:, 3], p.target_mask)
     assert torch.equal(p.control_image().permute(0, 2, 3, 1), p.hint)
+    with pytest.raises(ValueError, match="target_mask: this ControlNet takes the target mask"):
+        control_input.build(p.control_image(), None, target_channel=True)
 
 
 # ---------------------------------------------------------------- resize modes
@@ -295,12 +297,13 @@ def test_bad_images_and_modes():
 
 
 @pytest.mark.parametrize("k", [1, 2])
-def test_fill_target_with_query_copies_the_query_cell_only(k):
+def test_fill_target_copies_the_query_cell_only(k):
     g = torch.Generator().manual_seed(k)
     ex = [(torch.rand(1, 64, 64, 3, generator=g), torch.rand(1, 64, 64, 3, generator=g)) for _ in range(k)]
     p = vp.build(ex, torch.rand(2, 64, 64, 3, generator=g), tile=64, resize="crop")
     hint = p.control_image(target_channel=True)  # [2, 4, H, W]
-    filled = vp.fill_target_with_query(hint)
+    filled = control_input.fill_target(hint)
+    assert torch.equal(filled, p.control_image(target_channel=True, fill="query"))
     t, l, h, w = p.layout.target_box
     qt, ql, _, _ = p.layout.query_box
     assert torch.equal(filled[:, :3, t:t + h, l:l + w], hint[:, :3, qt:qt + h, ql:ql + w])
@@ -308,8 +311,8 @@ def test_fill_target_with_query_copies_the_query_cell_only(k):
     rest = torch.ones_like(hint, dtype=torch.bool)
     rest[:, :3, t:t + h, l:l + w] = False
     assert torch.equal(filled[rest], hint[rest])
-    assert vp.fill_target_with_query(hint, "blank") is hint
+    assert control_input.fill_target(hint, "blank") is hint
     with pytest.raises(ValueError, match="target fill: expected one of"):
-        vp.fill_target_with_query(hint, "copy")
+        control_input.fill_target(hint, "copy")
     with pytest.raises(ValueError, match="square cells in 2 columns, got 64×96"):
-        vp.fill_target_with_query(torch.zeros(1, 3, 64, 96))
+        control_input.fill_target(torch.zeros(1, 3, 64, 96))

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gie_core.visual_prompt import fill_target_with_query
+from gie_core import control_input
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -226,10 +226,9 @@ class Trainer:
         self.sd = sd
         self.vae_factor = 2 ** (len(sd.vae.config.block_out_channels) - 1)
         self.controlnet = build_controlnet(cfg, sd.unet, self.vae_factor)
-        from gie_core.pipeline import hint_target_fill_outside_model
-
-        # Fixed by the model: a VMamba encoder fills its own input, a plain ControlNet gets it filled here.
-        self.hint_fill = hint_target_fill_outside_model(self.controlnet)
+        # Fixed by the model: target channel or not, and whether the hint is filled here (a VMamba
+        # encoder fills its own input).
+        self.control_spec = control_input.spec_for(self.controlnet)
         wdtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
         self.weight_dtype = wdtype
         self.trained: dict[str, torch.nn.Module] = {"controlnet": self.controlnet}
@@ -387,11 +386,9 @@ class Trainer:
         t = t.to(self.device)
         noisy = sd.noise_scheduler.add_noise(latents, noise, t)
         ctx_emb = self.encode_text(texts)
-        cond = hint
-        if cfg.target_channel:
-            cond = torch.cat([hint, batch["target_mask"].to(self.device)[:, None]], 1)
+        cond = control_input.build(hint, batch["target_mask"].to(self.device),
+                                   target_channel=self.control_spec.target_channel, fill=self.control_spec.fill)
         cn = self.wrapped["controlnet"]
-        cond = fill_target_with_query(cond, self.hint_fill)
         unet = self.wrapped.get("unet", sd.unet)
         with self.acc.autocast():
             down, mid = cn(noisy, t, encoder_hidden_states=ctx_emb, controlnet_cond=cond, return_dict=False)

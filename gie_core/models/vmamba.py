@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gie_core.control_input import TARGET_FILLS, fill_target
+
 from .hint_cache import HintCacheControls, HintFeatureCache, parameter_fingerprint
 from .ss2d import SS2D_VARIANTS, VARIANT_DEFAULTS, VSSBlock
 
@@ -51,7 +53,7 @@ class HintEncoderConfig:
         mlp_ratio: hidden width of each block's MLP relative to its width (0 disables the MLP).
         scan_backend: :func:`gie_core.ops.selective_scan` backend (``"auto"``).
         target_fill: ``"blank"`` (the paper) or ``"query"``: the encoder first copies the query cell
-            into the (blanked) target cell of its input (``visual_prompt.fill_target_with_query``),
+            into the (blanked) target cell of its input (``gie_core.control_input.fill_target``),
             so callers keep passing the ordinary hint.
         latent_factor: the VAE's downscale factor (8 for SD; the tiny from-scratch stacks may use 4):
             the hint is mapped to the latent resolution ``H/latent_factor × W/latent_factor``.
@@ -101,8 +103,8 @@ class HintEncoderConfig:
                 or self.latent_factor < 1 or self.latent_factor & (self.latent_factor - 1):
             raise HintEncoderConfigError(f"HintEncoderConfig.latent_factor must be a power of 2, got "
                                          f"{self.latent_factor!r}")
-        if self.target_fill not in ("blank", "query"):
-            raise HintEncoderConfigError(f"HintEncoderConfig.target_fill must be 'blank' or 'query', got "
+        if self.target_fill not in TARGET_FILLS:
+            raise HintEncoderConfigError(f"HintEncoderConfig.target_fill must be one of {TARGET_FILLS}, got "
                                          f"{self.target_fill!r}")
         if self.patch_size * 2 ** (len(self.dims) - 1) != self.latent_factor:
             raise HintEncoderConfigError(
@@ -267,10 +269,7 @@ class VMambaHintEncoder(HintCacheControls, nn.Module):
         self.check_hint(hint)
         if not torch.isfinite(hint).all():
             raise ValueError("VMambaHintEncoder: hint contains NaN or inf values")
-        if self.config.target_fill != "blank":
-            from gie_core.visual_prompt import fill_target_with_query
-
-            hint = fill_target_with_query(hint, self.config.target_fill)
+        hint = fill_target(hint, self.config.target_fill)
         x = self.stem(hint.to(self.conv_out.weight.dtype)).permute(0, 2, 3, 1)  # channels-last
         checkpoint = self.gradient_checkpointing and torch.is_grad_enabled()
         for stage in self.stages:
