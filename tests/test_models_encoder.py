@@ -314,3 +314,59 @@ def test_target_fill_query_encodes_the_hint_with_the_query_in_the_target_cell():
     with pytest.raises(ValueError, match=r"target_fill must be one of \('blank', 'query'\)"):
         HintEncoderConfig(**SMALL, target_fill="copy")
 
+
+# -- layouts and blocks ------------------------------------------------------------------------------
+CELLS = dict(SMALL, dims=(16,), depths=(1,), patch_size=8, layout="cells")
+
+
+def test_cells_layout_writes_only_the_target_cell_and_reads_each_example_pair():
+    torch.manual_seed(0)
+    enc = VMambaHintEncoder(HintEncoderConfig(**CELLS))
+    randomise_output_conv(enc)
+    hint = torch.rand(2, 3, 96, 64)  # two example rows + the query row of 32-px cells
+    with torch.no_grad():
+        out = enc(hint)
+    assert out.shape == (2, 24, 12, 8)
+    assert not out[:, :, :8].any() and not out[:, :, 8:, :4].any()  # only the target cell
+    assert out[:, :, 8:, 4:].abs().sum() > 0
+    # per example pair [before, after, query] through the trunk, averaged over the pairs
+    with torch.no_grad():
+        one = [enc._trunk(torch.cat([hint[:, :, r:r + 32, :32], hint[:, :, r:r + 32, 32:], hint[:, :, 64:, :32]], 1))
+               for r in (0, 32)]
+    assert torch.allclose(out[:, :, 8:, 4:], (one[0] + one[1]) / 2, atol=1e-6)
+    # the target cell's content never matters; the query does
+    other = hint.clone()
+    other[:, :, 64:, 32:] = 0.5
+    with torch.no_grad():
+        assert torch.equal(enc(other), out)
+        other[:, :, 64:, :32] = 0.5
+        assert not torch.allclose(enc(other), out)
+
+
+def test_cells_layout_config_and_geometry_errors():
+    with pytest.raises(HintEncoderConfigError, match="layout must be one of"):
+        HintEncoderConfig(**dict(CELLS, layout="rows"))
+    with pytest.raises(HintEncoderConfigError, match="'cells' layout gives the encoder the query"):
+        HintEncoderConfig(**dict(CELLS, target_fill="query"))
+    enc = VMambaHintEncoder(HintEncoderConfig(**CELLS))
+    with pytest.raises(ValueError, match="'cells' layout needs a visual-prompt grid"):
+        enc(torch.rand(1, 3, 32, 64))  # one row: no example
+
+
+def test_conv_blocks_are_local_and_vss_blocks_global():
+    """The 'conv' ablation keeps the block's shape but sees only a neighbourhood; the scan sees all."""
+    def reach(block):
+        torch.manual_seed(0)
+        enc = VMambaHintEncoder(HintEncoderConfig(**dict(SMALL, dims=(16,), depths=(2,), patch_size=8, block=block,
+                                                          conv_kernel=3)))
+        randomise_output_conv(enc)
+        hint = torch.rand(1, 3, 128, 128, requires_grad=True)
+        enc(hint)[0, :, 0, 0].sum().backward()  # the top-left latent pixel
+        return hint.grad[0].abs().sum(0)
+    conv, vss = reach("conv"), reach("vss")
+    assert conv[64:, 64:].sum() == 0 and conv[:8, :8].sum() > 0
+    assert vss[64:, 64:].sum() > 0
+    with pytest.raises(HintEncoderConfigError, match="block must be one of"):
+        HintEncoderConfig(**dict(SMALL, block="attention"))
+    with pytest.raises(HintEncoderConfigError, match="conv_kernel must be a positive odd integer"):
+        HintEncoderConfig(**dict(SMALL, conv_kernel=4))

@@ -20,13 +20,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gie_core.control_input import TARGET_FILLS, fill_target
+from gie_core.control_input import GRID_COLUMNS, TARGET_FILLS, fill_target
 
 from .hint_cache import HintCacheControls, HintFeatureCache, parameter_fingerprint
 from .ss2d import SS2D_VARIANTS, VARIANT_DEFAULTS, VSSBlock
 
 #: The VAE factor of Stable Diffusion: the encoder maps an H×W image to H/8×W/8 features.
 LATENT_FACTOR = 8
+#: How the encoder reads the visual prompt (see :class:`HintEncoderConfig`).
+LAYOUTS = ("grid", "cells")
+#: The token mixer of the encoder's blocks.
+BLOCKS = ("vss", "conv")
 
 
 class HintEncoderConfigError(ValueError):
@@ -57,6 +61,16 @@ class HintEncoderConfig:
             so callers keep passing the ordinary hint.
         latent_factor: the VAE's downscale factor (8 for SD; the tiny from-scratch stacks may use 4):
             the hint is mapped to the latent resolution ``H/latent_factor × W/latent_factor``.
+        layout: how the encoder reads the visual prompt. ``"grid"`` (the paper): the whole grid as one
+            image, so the example reaches the target cell only through the blocks' receptive field.
+            ``"cells"``: the grid is cut into its cells and each example pair is stacked with the
+            query as channels, ``[before, after, query]`` at cell resolution; the blocks run on that
+            stack (once per example pair, averaged) and the features land on the target cell only
+            (zeros elsewhere). The example is then next to the target by construction.
+        block: ``"vss"`` (VMamba's VSS blocks, global 2-D selective scan) or ``"conv"`` (the same
+            block with the scan replaced by a local depthwise convolution of ``conv_kernel``): the
+            ablation that tells the scan's long range apart from the rest of the encoder.
+        conv_kernel: kernel size of the ``"conv"`` blocks' depthwise convolution (odd).
     """
 
     in_channels: int = 3
@@ -74,6 +88,9 @@ class HintEncoderConfig:
     scan_backend: str = "auto"
     latent_factor: int = LATENT_FACTOR
     target_fill: str = "blank"
+    layout: str = "grid"
+    block: str = "vss"
+    conv_kernel: int = 7
 
     def __post_init__(self):
         self.dims = tuple(int(d) for d in self.dims)
@@ -106,6 +123,18 @@ class HintEncoderConfig:
         if self.target_fill not in TARGET_FILLS:
             raise HintEncoderConfigError(f"HintEncoderConfig.target_fill must be one of {TARGET_FILLS}, got "
                                          f"{self.target_fill!r}")
+        if self.layout not in LAYOUTS:
+            raise HintEncoderConfigError(f"HintEncoderConfig.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.block not in BLOCKS:
+            raise HintEncoderConfigError(f"HintEncoderConfig.block must be one of {BLOCKS}, got {self.block!r}")
+        if isinstance(self.conv_kernel, bool) or not isinstance(self.conv_kernel, int) or self.conv_kernel < 1 \
+                or self.conv_kernel % 2 == 0:
+            raise HintEncoderConfigError(f"HintEncoderConfig.conv_kernel must be a positive odd integer, got "
+                                         f"{self.conv_kernel!r}")
+        if self.layout == "cells" and (self.use_target_channel or self.target_fill != "blank"):
+            raise HintEncoderConfigError("HintEncoderConfig: the 'cells' layout gives the encoder the query and the "
+                                         "target position itself; use it with use_target_channel=false and "
+                                         "target_fill='blank'")
         if self.patch_size * 2 ** (len(self.dims) - 1) != self.latent_factor:
             raise HintEncoderConfigError(
                 f"HintEncoderConfig: patch_size · 2^(len(dims)-1) must equal the latent factor {self.latent_factor}, got "
@@ -131,6 +160,11 @@ class HintEncoderConfig:
     def total_in_channels(self) -> int:
         """Channels the encoder expects: image channels plus the optional target-cell channel."""
         return self.in_channels + (1 if self.use_target_channel else 0)
+
+    @property
+    def stem_in_channels(self) -> int:
+        """Channels entering the stem: the hint's, or ``[before, after, query]`` stacked (``cells``)."""
+        return 3 * self.in_channels if self.layout == "cells" else self.total_in_channels
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict (tuples as lists)."""
@@ -199,18 +233,50 @@ class Downsample(nn.Module):
         return self.norm(x)
 
 
+class LocalMixer(nn.Module):
+    """SS2D's shape with a local token mixer: in_proj → depthwise k×k conv → SiLU → out_proj
+    (channels-last). The ``"conv"`` ablation of the VSS block."""
+
+    def __init__(self, dim: int, d_inner: int, kernel: int):
+        super().__init__()
+        self.in_proj = nn.Linear(dim, d_inner)
+        self.conv = nn.Conv2d(d_inner, d_inner, kernel, padding=kernel // 2, groups=d_inner)
+        self.out_proj = nn.Linear(d_inner, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.in_proj(x).permute(0, 3, 1, 2)
+        x = torch.nn.functional.silu(self.conv(x)).permute(0, 2, 3, 1)
+        return self.out_proj(x)
+
+
+class ConvBlock(VSSBlock):
+    """The VSS block (pre-norm mixer + MLP, channels-last) with :class:`LocalMixer` for SS2D."""
+
+    def __init__(self, dim: int, mlp_ratio: float, ssm_ratio: float, kernel: int):
+        nn.Module.__init__(self)
+        self.norm = nn.LayerNorm(dim)
+        self.op = LocalMixer(dim, max(1, int(dim * ssm_ratio)), kernel)
+        self.mlp = None
+        if mlp_ratio > 0:
+            from .ss2d import MLP
+
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = MLP(dim, int(dim * mlp_ratio))
+
+
 class VMambaStage(nn.Module):
-    """Optional downsample, then ``depth`` VSS blocks (channels-last)."""
+    """Optional downsample, then ``depth`` VSS (or conv-ablation) blocks (channels-last)."""
 
     def __init__(self, dim_in: int, dim: int, depth: int, downsample: bool, cfg: HintEncoderConfig):
         super().__init__()
         self.downsample = Downsample(dim_in, dim) if downsample else None
-        self.blocks = nn.ModuleList([
-            VSSBlock(dim, mlp_ratio=cfg.mlp_ratio, variant=cfg.ssm_variant, d_state=cfg.d_state,
-                     ssm_ratio=cfg.ssm_ratio, dt_rank=cfg.dt_rank, d_conv=cfg.d_conv,
-                     scan_backend=cfg.scan_backend)
-            for _ in range(depth)
-        ])
+        if cfg.block == "conv":
+            blocks = [ConvBlock(dim, cfg.mlp_ratio, cfg.ssm_ratio, cfg.conv_kernel) for _ in range(depth)]
+        else:
+            blocks = [VSSBlock(dim, mlp_ratio=cfg.mlp_ratio, variant=cfg.ssm_variant, d_state=cfg.d_state,
+                               ssm_ratio=cfg.ssm_ratio, dt_rank=cfg.dt_rank, d_conv=cfg.d_conv,
+                               scan_backend=cfg.scan_backend) for _ in range(depth)]
+        self.blocks = nn.ModuleList(blocks)
 
 
 class VMambaHintEncoder(HintCacheControls, nn.Module):
@@ -227,7 +293,7 @@ class VMambaHintEncoder(HintCacheControls, nn.Module):
         super().__init__()
         cfg = HintEncoderConfig.coerce(config)
         self.config = cfg
-        self.stem = make_stem(cfg.total_in_channels, cfg.dims[0], cfg.patch_size)
+        self.stem = make_stem(cfg.stem_in_channels, cfg.dims[0], cfg.patch_size)
         self.stages = nn.ModuleList()
         prev = cfg.dims[0]
         for i, (dim, depth) in enumerate(zip(cfg.dims, cfg.depths)):
@@ -261,6 +327,12 @@ class VMambaHintEncoder(HintCacheControls, nn.Module):
         if h % f or w % f or h == 0 or w == 0:
             raise ValueError(f"VMambaHintEncoder: hint height and width must be positive multiples of "
                              f"{f}, got {h}×{w}")
+        if cfg.layout == "cells":
+            tile = w // GRID_COLUMNS
+            if w % GRID_COLUMNS or tile % f or h % tile or h // tile < 2:
+                raise ValueError(f"VMambaHintEncoder: the 'cells' layout needs a visual-prompt grid of square cells "
+                                 f"in {GRID_COLUMNS} columns and at least 2 rows, each cell a multiple of {f} px; "
+                                 f"got {h}×{w}")
         if not hint.is_floating_point():
             raise ValueError(f"VMambaHintEncoder: hint must be a floating-point tensor in 0..1, got {hint.dtype}")
 
@@ -270,7 +342,31 @@ class VMambaHintEncoder(HintCacheControls, nn.Module):
         if not torch.isfinite(hint).all():
             raise ValueError("VMambaHintEncoder: hint contains NaN or inf values")
         hint = fill_target(hint, self.config.target_fill)
-        x = self.stem(hint.to(self.conv_out.weight.dtype)).permute(0, 2, 3, 1)  # channels-last
+        hint = hint.to(self.conv_out.weight.dtype)
+        if self.config.layout == "cells":
+            return self._encode_cells(hint)
+        return self._trunk(hint)
+
+    def _encode_cells(self, hint: torch.Tensor) -> torch.Tensor:
+        """``cells`` layout: ``[before_i, after_i, query]`` per example pair through the trunk,
+        averaged over the pairs, placed on the target cell of an otherwise zero map."""
+        b, c, h, w = hint.shape
+        tile = w // GRID_COLUMNS
+        rows = h // tile
+        cells = hint.reshape(b, c, rows, tile, GRID_COLUMNS, tile).permute(0, 2, 4, 1, 3, 5)  # b,R,2,c,T,T
+        pairs = cells[:, :-1]  # the example rows
+        query = cells[:, -1:, 0:1].expand(b, rows - 1, 1, c, tile, tile)
+        stack = torch.cat([pairs, query], dim=2).reshape(b * (rows - 1), 3 * c, tile, tile)
+        feats = self._trunk(stack)
+        feats = feats.reshape(b, rows - 1, *feats.shape[1:]).mean(1)
+        f = self.config.latent_factor
+        out = feats.new_zeros(b, feats.shape[1], h // f, w // f)
+        out[:, :, (rows - 1) * tile // f:, tile // f:] = feats
+        return out
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem, stages, out-norm and the zero-initialised out conv."""
+        x = self.stem(x).permute(0, 2, 3, 1)  # channels-last
         checkpoint = self.gradient_checkpointing and torch.is_grad_enabled()
         for stage in self.stages:
             if stage.downsample is not None:
