@@ -26,7 +26,7 @@ class TrainConfig:
     liu: bool = field(default=True, metadata={"help": "unify instructions (LIU); --no-liu for the ablation"})
     liu_backend: str = field(default="rules", metadata={"help": "gie_core.instruction backend"})
     k_examples: int = field(default=1, metadata={"help": "example pairs per visual prompt"})
-    tile: int = field(default=256, metadata={"help": "cell size in pixels (multiple of 64)"})
+    tile: int = field(default=256, metadata={"help": "cell size in pixels (a multiple of 8; 256 or 512 for SD1.5)"})
     resize: str = field(default="crop", metadata={"help": "how images fit a cell: crop | fit | stretch"})
     val_fraction: float = field(default=0.1, metadata={"help": "share of instructions held out for validation"})
     min_side: int = field(default=16, metadata={"help": "images with a smaller side are skipped"})
@@ -51,6 +51,8 @@ class TrainConfig:
     tiny_unet_config: str = field(default="", metadata={"help": "JSON overrides of gie_core.tiny's UNet config (base_model=tiny)"})
     tiny_vae_config: str = field(default="", metadata={"help": "JSON overrides of gie_core.tiny's VAE config (base_model=tiny)"})
     prediction_type: str = field(default="", metadata={"help": "what the UNet predicts: epsilon | v_prediction | sample; empty keeps the base model's (SD1.5: epsilon). Only change it for UNets trained from scratch"})
+    scheduler_config: str = field(default="", metadata={"help": "JSON overrides of the base's noise-scheduler config for training and the exported base, e.g. '{\"rescale_betas_zero_snr\": true, \"timestep_spacing\": \"trailing\"}' (zero terminal SNR: the last timestep is pure noise, as sampling starts). Only for UNets trained from scratch"})
+    train_timesteps: str = field(default="", metadata={"help": "train on timesteps lo-hi only (e.g. '999-999' with prediction_type sample and a zero-terminal-SNR schedule: one-step regression from the hint, the ceiling probe); empty: all"})
     instruction_dropout: float = field(default=0.05, metadata={"help": "probability of training on an empty instruction (classifier-free guidance)"})
 
     # --- losses
@@ -96,6 +98,19 @@ class TrainConfig:
     export_base: bool = field(default=False, metadata={"help": "also save the (trained) base SD as a diffusers folder output_dir/base"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
 
+    def timestep_range(self, num_train_timesteps: int = 1000) -> tuple[int, int]:
+        """``(lo, hi)`` inclusive from ``train_timesteps`` (all timesteps when empty)."""
+        if not self.train_timesteps:
+            return 0, num_train_timesteps - 1
+        try:
+            lo, hi = (int(x) for x in self.train_timesteps.split("-"))
+            if not 0 <= lo <= hi < num_train_timesteps:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"train_timesteps={self.train_timesteps!r}: expected 'lo-hi' with "
+                             f"0 <= lo <= hi < {num_train_timesteps}") from None
+        return lo, hi
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -109,7 +124,7 @@ class TrainConfig:
             (self.hint_target_fill in ("blank", "query"), "hint_target_fill", "blank or query"),
             (self.prediction_type in ("", "epsilon", "v_prediction", "sample"), "prediction_type",
              "empty, epsilon, v_prediction or sample"),
-            (self.tile > 0 and self.tile % 64 == 0, "tile", "a positive multiple of 64"),
+            (self.tile > 0 and self.tile % 8 == 0, "tile", "a positive multiple of 8"),
             (self.k_examples >= 1, "k_examples", ">= 1"),
             (self.batch_size >= 1, "batch_size", ">= 1"),
             (self.vae_batch_size >= 0, "vae_batch_size", ">= 0 (0: batch_size)"),
@@ -125,7 +140,9 @@ class TrainConfig:
         if self.esm and self.lambda_esm > 0 and not self.clip_model:
             raise ValueError("clip_model is empty but ESM is on: give a local CLIP vision model folder "
                              "(--clip-model PATH), 'tiny', or turn ESM off with --no-esm")
-        for name in ("hint_encoder_config", "tiny_unet_config", "tiny_vae_config"):
+        if self.train_timesteps:
+            self.timestep_range()
+        for name in ("hint_encoder_config", "tiny_unet_config", "tiny_vae_config", "scheduler_config"):
             text = getattr(self, name)
             if not text:
                 continue

@@ -85,9 +85,10 @@ def _noise_scheduler(config, cfg: TrainConfig):
     when given (a from-scratch stack may choose; a pretrained UNet must keep its own)."""
     from diffusers import DDPMScheduler
 
+    over = json.loads(cfg.scheduler_config) if cfg.scheduler_config else {}
     if cfg.prediction_type:
-        return DDPMScheduler.from_config(config, prediction_type=cfg.prediction_type)
-    return DDPMScheduler.from_config(config)
+        over["prediction_type"] = cfg.prediction_type
+    return DDPMScheduler.from_config(config, **over)
 
 
 def build_controlnet(cfg: TrainConfig, unet, latent_factor: int = 8):
@@ -205,22 +206,13 @@ class Trainer:
     def setup(self) -> Trainer:
         cfg, acc = self.cfg, self.acc
         self.out.mkdir(parents=True, exist_ok=True)
-        from .data.dataset import InContextDataset, RegionMaskProvider, collate, prepare_groups
+        from .data.dataset import collate
 
-        self.train_groups, self.val_groups, self.report = prepare_groups(
-            cfg.data, fmt=cfg.data_format, liu=cfg.liu, liu_backend=cfg.liu_backend, val_fraction=cfg.val_fraction,
-            seed=cfg.seed, min_side=cfg.min_side, verify=cfg.verify, include_unseen=cfg.include_unseen,
-            progress=cfg.progress and acc.is_main_process)
+        self.collate = collate
+        self._setup_data()
         if acc.is_main_process:
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
             (self.out / "data_report.json").write_text(json.dumps(self.report.to_dict(), indent=1))
-        masks = RegionMaskProvider(cfg.sam_region, cfg.sam_backend,
-                                   cache_dir=cfg.mask_cache_dir or str(self.out / "mask_cache")) if cfg.sam else None
-        self.collate = collate
-        self.train_set = InContextDataset(self.train_groups, cfg.k_examples, cfg.tile, cfg.seed,
-                                          resize=cfg.resize, region_masks=masks, min_side=cfg.min_side)
-        self.val_set = InContextDataset(self.val_groups or self.train_groups, cfg.k_examples, cfg.tile,
-                                        cfg.seed + 1, resize=cfg.resize, region_masks=masks, min_side=cfg.min_side)
 
         sd = load_base(cfg)
         self.sd = sd
@@ -279,6 +271,33 @@ class Trainer:
             self.start_step = int(state["step"])
             log.info("resumed from %s at step %d", path, self.start_step)
         return self
+
+    def _setup_data(self):
+        """``train_set``/``val_set`` (and ``report``): procedural in-context edits for an
+        ``incontext:`` spec, else pairs grouped by instruction."""
+        cfg, acc = self.cfg, self.acc
+        from .data import incontext
+        from .data.dataset import DataReport, InContextDataset, RegionMaskProvider, prepare_groups, unify_instructions
+
+        if incontext.is_incontext_spec(cfg.data):
+            unify = lambda text: unify_instructions([text], cfg.liu, cfg.liu_backend)[0]  # noqa: E731
+            self.train_set = incontext.InContextEditDataset(cfg.data, cfg.k_examples, cfg.tile, cfg.seed, unify,
+                                                            resize=cfg.resize)
+            self.val_set = incontext.InContextEditDataset(cfg.data, cfg.k_examples, cfg.tile, cfg.seed + 1, unify,
+                                                          resize=cfg.resize)
+            self.train_groups = self.val_groups = []
+            self.report = DataReport()
+            return
+        self.train_groups, self.val_groups, self.report = prepare_groups(
+            cfg.data, fmt=cfg.data_format, liu=cfg.liu, liu_backend=cfg.liu_backend, val_fraction=cfg.val_fraction,
+            seed=cfg.seed, min_side=cfg.min_side, verify=cfg.verify, include_unseen=cfg.include_unseen,
+            progress=cfg.progress and acc.is_main_process)
+        masks = RegionMaskProvider(cfg.sam_region, cfg.sam_backend,
+                                   cache_dir=cfg.mask_cache_dir or str(self.out / "mask_cache")) if cfg.sam else None
+        self.train_set = InContextDataset(self.train_groups, cfg.k_examples, cfg.tile, cfg.seed,
+                                          resize=cfg.resize, region_masks=masks, min_side=cfg.min_side)
+        self.val_set = InContextDataset(self.val_groups or self.train_groups, cfg.k_examples, cfg.tile,
+                                        cfg.seed + 1, resize=cfg.resize, region_masks=masks, min_side=cfg.min_side)
 
     def _make_optimizer(self, params):
         cfg = self.cfg
@@ -382,7 +401,11 @@ class Trainer:
             latents = tmask * latents + (1 - tmask) * known * sd.vae.config.scaling_factor
         noise = torch.randn(latents.shape, generator=gen).to(self.device)
         n_t = sd.noise_scheduler.config.num_train_timesteps
-        t = torch.randint(0, n_t, (b,), generator=gen) if timesteps is None else timesteps.cpu()
+        if timesteps is None:
+            lo, hi = cfg.timestep_range(n_t)
+            t = torch.randint(lo, hi + 1, (b,), generator=gen)
+        else:
+            t = timesteps.cpu()
         t = t.to(self.device)
         noisy = sd.noise_scheduler.add_noise(latents, noise, t)
         ctx_emb = self.encode_text(texts)

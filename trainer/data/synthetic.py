@@ -47,7 +47,7 @@ SUPERSAMPLE = 2  # draw at 2x and downsample: anti-aliased edges, still exact an
 @dataclass(frozen=True)
 class Obj:
     shape: str
-    color: str
+    color: str | tuple[int, int, int]  # a name of COLORS or an RGB triple
     cx: float  # centre, fraction of width
     cy: float
     r: float  # half-size, fraction of width
@@ -161,7 +161,7 @@ def _background_array(bg: Background, s: int) -> np.ndarray:
 
 def _draw_obj(d: ImageDraw.ImageDraw, o: Obj, s: int, outline_only: bool = False) -> None:
     cx, cy, r = o.cx * s, o.cy * s, o.r * s
-    col = COLORS[o.color]
+    col = COLORS[o.color] if isinstance(o.color, str) else tuple(o.color)  # a name or an RGB triple
     kw = dict(outline=col, width=max(1, s // 64)) if outline_only else dict(fill=col)
     if o.shape == "circle":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], **kw)
