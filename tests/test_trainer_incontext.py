@@ -112,7 +112,7 @@ TINY = dict(data="incontext:size=32,generic=0.5", tile=32, base_model="tiny", es
 
 
 def test_trainer_reads_incontext_data_and_trains_the_regression_probe(tmp_path):
-    cfg = make_config(**{**TINY, "output_dir": str(tmp_path / "run"), "train_timesteps": "999-999"})
+    cfg = make_config(**{**TINY, "output_dir": str(tmp_path / "run"), "train_timesteps": "999"})
     tr = Trainer(cfg).setup()
     assert tr.sd.noise_scheduler.alphas_cumprod[-1] == 0  # the last timestep is pure noise
     batch = tr.collate([tr.train_set[i] for i in range(2)])
@@ -121,5 +121,8 @@ def test_trainer_reads_incontext_data_and_trains_the_regression_probe(tmp_path):
     tr.sd.noise_scheduler.add_noise = lambda x, n, t: (seen.append(t.tolist()), orig(x, n, t))[1]
     losses = tr.compute_losses(batch, step_generator(0, 0))
     assert seen == [[999, 999]] and torch.isfinite(losses["total"])
-    with pytest.raises(ValueError, match="train_timesteps='9-3'"):
-        make_config(**{**TINY, "train_timesteps": "9-3"})
+    for bad in ("9-3", "5,1000", "a-b"):
+        with pytest.raises(ValueError, match=f"train_timesteps='{bad}'"):
+            make_config(**{**TINY, "train_timesteps": bad})
+    listed = make_config(**{**TINY, "train_timesteps": "999, 749,499,249"})
+    assert listed.training_timesteps() == [249, 499, 749, 999]

@@ -52,7 +52,7 @@ class TrainConfig:
     tiny_vae_config: str = field(default="", metadata={"help": "JSON overrides of gie_core.tiny's VAE config (base_model=tiny)"})
     prediction_type: str = field(default="", metadata={"help": "what the UNet predicts: epsilon | v_prediction | sample; empty keeps the base model's (SD1.5: epsilon). Only change it for UNets trained from scratch"})
     scheduler_config: str = field(default="", metadata={"help": "JSON overrides of the base's noise-scheduler config for training and the exported base, e.g. '{\"rescale_betas_zero_snr\": true, \"timestep_spacing\": \"trailing\"}' (zero terminal SNR: the last timestep is pure noise, as sampling starts). Only for UNets trained from scratch"})
-    train_timesteps: str = field(default="", metadata={"help": "train on timesteps lo-hi only (e.g. '999-999' with prediction_type sample and a zero-terminal-SNR schedule: one-step regression from the hint, the ceiling probe); empty: all"})
+    train_timesteps: str = field(default="", metadata={"help": "train on these timesteps only: 'lo-hi' or a list 't1,t2,...' (e.g. '999,749,499,249', the four a trailing 4-step DDIM visits; '999' with prediction_type sample and a zero-terminal-SNR schedule: one-step regression from the hint, the ceiling probe); empty: all"})
     instruction_dropout: float = field(default=0.05, metadata={"help": "probability of training on an empty instruction (classifier-free guidance)"})
 
     # --- losses
@@ -98,18 +98,26 @@ class TrainConfig:
     export_base: bool = field(default=False, metadata={"help": "also save the (trained) base SD as a diffusers folder output_dir/base"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
 
-    def timestep_range(self, num_train_timesteps: int = 1000) -> tuple[int, int]:
-        """``(lo, hi)`` inclusive from ``train_timesteps`` (all timesteps when empty)."""
-        if not self.train_timesteps:
+    def training_timesteps(self, num_train_timesteps: int = 1000) -> list[int] | tuple[int, int]:
+        """From ``train_timesteps``: ``(lo, hi)`` inclusive for a range (all timesteps when empty),
+        or a sorted list of the listed timesteps."""
+        text = self.train_timesteps.strip()
+        if not text:
             return 0, num_train_timesteps - 1
         try:
-            lo, hi = (int(x) for x in self.train_timesteps.split("-"))
-            if not 0 <= lo <= hi < num_train_timesteps:
+            if "-" in text:
+                lo, hi = (int(x) for x in text.split("-"))
+                ok = 0 <= lo <= hi < num_train_timesteps
+                out: list[int] | tuple[int, int] = (lo, hi)
+            else:
+                out = sorted({int(x) for x in text.split(",")})
+                ok = all(0 <= t < num_train_timesteps for t in out)
+            if not ok:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"train_timesteps={self.train_timesteps!r}: expected 'lo-hi' with "
-                             f"0 <= lo <= hi < {num_train_timesteps}") from None
-        return lo, hi
+            raise ValueError(f"train_timesteps={self.train_timesteps!r}: expected 'lo-hi' or 't1,t2,...' with "
+                             f"timesteps in [0, {num_train_timesteps})") from None
+        return out
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -141,7 +149,7 @@ class TrainConfig:
             raise ValueError("clip_model is empty but ESM is on: give a local CLIP vision model folder "
                              "(--clip-model PATH), 'tiny', or turn ESM off with --no-esm")
         if self.train_timesteps:
-            self.timestep_range()
+            self.training_timesteps()
         for name in ("hint_encoder_config", "tiny_unet_config", "tiny_vae_config", "scheduler_config"):
             text = getattr(self, name)
             if not text:

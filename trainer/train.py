@@ -402,8 +402,11 @@ class Trainer:
         noise = torch.randn(latents.shape, generator=gen).to(self.device)
         n_t = sd.noise_scheduler.config.num_train_timesteps
         if timesteps is None:
-            lo, hi = cfg.timestep_range(n_t)
-            t = torch.randint(lo, hi + 1, (b,), generator=gen)
+            choice = cfg.training_timesteps(n_t)
+            if isinstance(choice, tuple):
+                t = torch.randint(choice[0], choice[1] + 1, (b,), generator=gen)
+            else:
+                t = torch.tensor(choice)[torch.randint(len(choice), (b,), generator=gen)]
         else:
             t = timesteps.cpu()
         t = t.to(self.device)
