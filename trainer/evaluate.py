@@ -1032,8 +1032,15 @@ def publish(stage: Path, out: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- CLI
+DESCRIPTION = """Evaluates trained InstructGIE models against baselines that blur cannot beat: every query
+is edited with its own edit's example pair and with another edit's, and scored (PSNR, SSIM, optional
+FID and CLIP directional similarity) per split and family with 95 % bootstrap intervals, beside the
+unedited query (copy baseline) and the truth through the model's VAE (oracle). Writes metrics.json,
+metrics.md, families.png, samples-NAME.png, items-NAME.jsonl and run.json into --out."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="instructgie-eval", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="instructgie-eval", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
   instructgie-eval --model default --out runs/eval_default
   instructgie-eval --model full=runs/tiny --model conv=runs/tiny_conv --steps 10 --out runs/eval
@@ -1056,27 +1063,27 @@ their canonical instruction, else their unified instruction.""")
                    help="score finished edits instead of running models: a folder with metadata.jsonl rows "
                         "{prediction, after, before, instruction[, family, seen]}")
     g = p.add_argument_group("items")
-    g.add_argument("--data", default="synthetic:pairs=70,size=64,start_index=100000",
+    g.add_argument("--data", default="synthetic:pairs=70,size=64,start_index=100000", metavar="SPEC",
                    help="evaluation pairs (default: 70 fresh synthetic pairs per edit, indices the training "
                         "data never uses, enough for 200 unseen queries)")
-    g.add_argument("--data-format", default="auto",
+    g.add_argument("--data-format", default="auto", metavar="FORMAT",
                    help="auto, folder, ip2p or a registered source name (default: auto, from --data)")
     g.add_argument("--n-per-split", type=int, default=200, metavar="N",
                    help="queries per split (seen / unseen), taken round-robin over the edits (default: 200)")
     g.add_argument("--max-queries-per-edit", "--queries-per-instruction", dest="max_queries_per_edit", type=int,
                    default=None, metavar="N", help="at most N queries from one edit (default: no limit)")
-    g.add_argument("--k", type=int, default=None, help="example pairs per query (default: each model's training k)")
+    g.add_argument("--k", type=int, default=None, metavar="N", help="example pairs per query (default: each model's training k)")
     g.add_argument("--no-wrong-example", action="store_true",
                    help="skip the wrong-example runs (halves the work; no wrong-example cost)")
     g.add_argument("--no-oracle", action="store_true", help="skip the VAE-oracle baseline")
     g.add_argument("--no-liu", action="store_true", help="do not unify instructions (grouping and prompts)")
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, default=20, help="denoising steps per edit (default: 20)")
-    g.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: 1 = off)")
-    g.add_argument("--scheduler", default="", help="sampler by short name, e.g. ddim, euler_a (default: the model's)")
-    g.add_argument("--batch-size", type=int, default=8, metavar="N", help="queries per pipeline call (default: 8)")
-    g.add_argument("--tile", type=int, default=None, help="cell size in pixels (default: each model's training tile)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the item choice and of the sampling noise "
+    g.add_argument("--steps", type=int, default=20, metavar="N", help="denoising steps per edit (default: 20)")
+    g.add_argument("--guidance", type=float, default=1.0, metavar="X", help="classifier-free guidance scale (default: 1 = off)")
+    g.add_argument("--scheduler", default="", metavar="NAME", help="sampler by short name, e.g. ddim, euler_a (default: the model's)")
+    g.add_argument("--batch-size", type=int, default=16, metavar="N", help="queries per pipeline call (default: 16)")
+    g.add_argument("--tile", type=int, default=None, metavar="PX", help="cell size in pixels (default: each model's training tile)")
+    g.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the item choice and of the sampling noise "
                                                        "(item i uses seed+i) (default: 0)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda, cuda:1 … (default: cuda if available)")
