@@ -469,9 +469,11 @@ class ItemResult:
 class Scorer:
     """Per-item metrics of a batch, plus FID accumulated per split (fed batch by batch)."""
 
-    def __init__(self, directions: DirectionEncoder | None = None, fid_features: nn.Module | None = None):
+    def __init__(self, directions: DirectionEncoder | None = None, fid_features: nn.Module | None = None,
+                 device: str = "cpu"):
         self.directions = directions
         self.fid_features = fid_features
+        self.device = device
         self._fid: dict[str, object] = {}
 
     def score(self, split: str, edit: torch.Tensor, truth: torch.Tensor, query: torch.Tensor | None = None,
@@ -500,7 +502,7 @@ class Scorer:
         if self.fid_features is not None:
             for s in {split, "all"}:
                 if s not in self._fid:
-                    self._fid[s] = _fid_metric(self.fid_features)
+                    self._fid[s] = _fid_metric(self.fid_features).to(self.device)
                 _fid_update(self._fid[s], truth, True)
                 _fid_update(self._fid[s], edit, False)
         return [{k: float(v[i]) for k, v in cols.items()} for i in range(b)]
@@ -1172,8 +1174,9 @@ def _predictions_sheet(items: Sequence[ItemResult], cell: int = 96):
 
 
 def _configure_threads() -> None:
-    """Torch's thread count for this process. Issue 17 brings gie_core's helper for it; until then
-    torch's own default stands (it honours OMP_NUM_THREADS)."""
+    """Torch's thread count for this process: the call site for gie_core's thread helper (issue 17,
+    not merged yet; ``gie_core.runtime.prepare_process`` in its branch). Until it lands torch's own
+    default stands (it honours OMP_NUM_THREADS)."""
 
 
 def run(args) -> dict:
@@ -1197,7 +1200,7 @@ def _run(args, stage: Path, t0: float) -> dict:
         # first use (60-100 s of CPU measured, docs/demo.md). A GIE_SCAN_BACKEND set by the user wins.
         os.environ.setdefault("GIE_SCAN_BACKEND", "cpu_torch")
     directions = DirectionEncoder(args.clip_model, args.device) if args.clip_model else None
-    scorer = Scorer(directions, load_fid_features(args.inception))
+    scorer = Scorer(directions, load_fid_features(args.inception), args.device)
     items_by_model: dict[str, list[ItemResult]] = {}
     results: dict = {}
     models: dict = {}
