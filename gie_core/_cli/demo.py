@@ -106,19 +106,20 @@ def _psnr(edit, truth):
                                                data_range=1.0)), 2)
 
 
-def make_sheet(rows: list[dict], cell: int = 128):
-    """One labelled PNG: a header with the column names, then per case a caption line and the cells
-    example before | example after | query | edit | ground truth (``[H,W,3]`` tensors in 0..1)."""
+def make_sheet(rows: list[dict], cell: int = 128, columns: tuple[str, ...] = COLUMNS):
+    """One labelled PNG: a header with the column names, then per case a caption line (blue when
+    ``row["seen"]``, else red) and the cells, by default example before | example after | query |
+    edit | ground truth (``[H,W,3]`` tensors in 0..1)."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
     pad, header, caption = 6, 18, 16
-    width = pad + len(COLUMNS) * (cell + pad)
+    width = pad + len(columns) * (cell + pad)
     height = header + len(rows) * (caption + cell + pad) + pad
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for j, name in enumerate(COLUMNS):
+    for j, name in enumerate(columns):
         draw.text((pad + j * (cell + pad) + 2, 4), name, fill=(0, 0, 0), font=font)
     y = header
     for row in rows:

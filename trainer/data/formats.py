@@ -7,7 +7,8 @@ for anything missing, corrupt or too small; the dataset skips and counts those.
 
 Formats
 - ``folder``: a directory with ``metadata.jsonl``; rows ``{"instruction", "before", "after"}`` with
-  image paths relative to the folder (optional ``family``, ``seen``, ``mask``, ``canonical``).
+  image paths relative to the folder (optional ``family``, ``seen``, ``mask``, ``canonical``,
+  ``group`` — an edit id shared by the pairs of one edit).
 - ``ip2p``: InstructPix2Pix's layout: parquet files, or a folder saved by ``datasets``'
   ``save_to_disk``, with columns ``original_image`` / ``edited_image`` / ``edit_prompt`` (aliases
   ``input``/``input_image``/``before``, ``output``/``output_image``/``after``,
@@ -68,6 +69,10 @@ class PairRecord:
     canonical: str | None = None
     before_caption: str | None = None  # image captions (InstructPix2Pix has them): text CLIP direction
     after_caption: str | None = None
+    # The edit this pair belongs to, when the data knows it (procedural sources: one id per set of
+    # edit parameters, however generic the instruction). Evaluation groups by it before falling back
+    # to the canonical or unified instruction.
+    group: str | None = None
 
 
 def describe(ref: Any) -> str:
@@ -148,7 +153,7 @@ def load_folder(folder: str | Path) -> list[PairRecord]:
         records.append(PairRecord(
             instr, folder / before, folder / after, f"{meta}:{n}", row.get("family"), row.get("seen"),
             folder / mask if mask else None, row.get("canonical"), row.get("before_caption"),
-            row.get("after_caption")))
+            row.get("after_caption"), row.get("group")))
     return records
 
 
