@@ -126,3 +126,16 @@ def test_trainer_reads_incontext_data_and_trains_the_regression_probe(tmp_path):
             make_config(**{**TINY, "train_timesteps": bad})
     listed = make_config(**{**TINY, "train_timesteps": "999, 749,499,249"})
     assert listed.training_timesteps() == [249, 499, 749, 999]
+
+
+def test_eval_data_source_plugs_into_instructgie_eval():
+    from trainer.evaluate import edit_groups, load_eval_records
+
+    recs = load_eval_records("incontext:size=32,edits=5,pairs=2,seed=0")
+    assert len(recs) == 20 and {r.seen for r in recs} == {True, False}
+    groups = edit_groups(recs)
+    assert all(len({r.group for r in g.records}) == 1 for g in groups)
+    only = load_eval_records("incontext:size=32,edits=3,pairs=3,split=unseen")
+    assert len(only) == 9 and not any(r.seen for r in only)
+    with pytest.raises(ValueError, match="split must be seen, unseen or both"):
+        load_eval_records("incontext:split=train")

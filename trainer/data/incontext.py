@@ -304,12 +304,19 @@ def instruction_for(edit: Edit, rng: np.random.Generator, generic: float) -> str
 # --------------------------------------------------------------------------- training samples
 @dataclass
 class InContextSpec:
-    """Parsed ``incontext:`` data spec, e.g. ``incontext:size=32,generic=0.5,families=invert+gamma``."""
+    """Parsed ``incontext:`` data spec, e.g. ``incontext:size=32,generic=0.5,families=invert+gamma``.
+
+    Training reads ``size``, ``seed``, ``generic`` and ``families``; evaluation data
+    (:func:`load_spec`) also ``edits`` per split, ``pairs`` per edit and ``split``
+    (``seen``, ``unseen`` or ``both``)."""
 
     size: int = 32
     seed: int = 0
     generic: float = 0.5
     families: tuple[str, ...] = ()
+    edits: int = 200
+    pairs: int = 2
+    split: str = "both"
 
     @classmethod
     def parse(cls, spec: str) -> InContextSpec:
@@ -319,8 +326,12 @@ class InContextSpec:
             if "=" not in part:
                 raise ValueError(f"incontext spec {spec!r}: expected key=value items, got {part!r}")
             k, v = (s.strip() for s in part.split("=", 1))
-            if k in ("size", "seed"):
+            if k in ("size", "seed", "edits", "pairs"):
                 setattr(out, k, int(v))
+            elif k == "split":
+                if v not in ("seen", "unseen", "both"):
+                    raise ValueError(f"incontext spec {spec!r}: split must be seen, unseen or both, got {v!r}")
+                out.split = v
             elif k == "generic":
                 out.generic = float(v)
                 if not 0 <= out.generic <= 1:
@@ -333,7 +344,8 @@ class InContextSpec:
                                      f"{sorted(FAMILIES)}")
                 out.families = fams
             else:
-                raise ValueError(f"incontext spec {spec!r}: unknown key {k!r} (size, seed, generic, families)")
+                raise ValueError(f"incontext spec {spec!r}: unknown key {k!r} (size, seed, generic, families, "
+                                 "edits, pairs, split)")
         if out.size < 8 or out.size % 8:
             raise ValueError(f"incontext spec {spec!r}: size must be a multiple of 8, got {out.size}")
         return out
@@ -427,8 +439,17 @@ def edit_records(n_edits: int, pairs_per_edit: int = 2, split: str = "seen", siz
         text = instruction_for(edit, rng, generic)
         for j in range(pairs_per_edit):
             p = make_pair(edit, rng, size)
-            rec = PairRecord(text, pil(p.before), pil(p.after), f"incontext/{split}/{e}/{j}", edit.family,
-                             split == "seen", None if p.mask is None else Image.fromarray((p.mask * 255).astype(np.uint8)))
-            rec.group = edit.id  # additive attribute: the evaluation pairs queries with same-edit examples
-            out.append(rec)
+            out.append(PairRecord(text, pil(p.before), pil(p.after), f"incontext/{split}/{e}/{j}", edit.family,
+                                  split == "seen", None if p.mask is None else Image.fromarray((p.mask * 255).astype(np.uint8)),
+                                  group=edit.id))
     return out
+
+
+def load_spec(spec: str):
+    """Evaluation records of an ``incontext:`` spec (``instructgie-eval --data incontext:...``):
+    ``edits`` edits per split, ``pairs`` pairs each (default 200 × 2, seed 0 — training draws from
+    other seeds, so none of these pairs was trained on)."""
+    s = InContextSpec.parse(spec)
+    splits = ("seen", "unseen") if s.split == "both" else (s.split,)
+    return [r for split in splits
+            for r in edit_records(s.edits, s.pairs, split, s.size, s.seed, s.generic, s.families or None)]
