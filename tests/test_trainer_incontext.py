@@ -126,6 +126,7 @@ def test_trainer_reads_incontext_data_and_trains_the_regression_probe(tmp_path):
             make_config(**{**TINY, "train_timesteps": bad})
     listed = make_config(**{**TINY, "train_timesteps": "999, 749,499,249"})
     assert listed.training_timesteps() == [249, 499, 749, 999]
+    assert make_config(**{**TINY, "train_timesteps": "999,999,249"}).training_timesteps() == [249, 999, 999]
 
 
 def test_eval_data_source_plugs_into_instructgie_eval():

@@ -52,7 +52,7 @@ class TrainConfig:
     tiny_vae_config: str = field(default="", metadata={"help": "JSON overrides of gie_core.tiny's VAE config (base_model=tiny)"})
     prediction_type: str = field(default="", metadata={"help": "what the UNet predicts: epsilon | v_prediction | sample; empty keeps the base model's (SD1.5: epsilon). Only change it for UNets trained from scratch"})
     scheduler_config: str = field(default="", metadata={"help": "JSON overrides of the base's noise-scheduler config for training and the exported base, e.g. '{\"rescale_betas_zero_snr\": true, \"timestep_spacing\": \"trailing\"}' (zero terminal SNR: the last timestep is pure noise, as sampling starts). Only for UNets trained from scratch"})
-    train_timesteps: str = field(default="", metadata={"help": "train on these timesteps only: 'lo-hi' or a list 't1,t2,...' (e.g. '999,749,499,249', the four a trailing 4-step DDIM visits; '999' with prediction_type sample and a zero-terminal-SNR schedule: one-step regression from the hint, the ceiling probe); empty: all"})
+    train_timesteps: str = field(default="", metadata={"help": "train on these timesteps only: 'lo-hi' or a list 't1,t2,...' drawn uniformly, repeats weighing more (e.g. '999,749,499,249', the four a trailing 4-step DDIM visits; '999' with prediction_type sample and a zero-terminal-SNR schedule: one-step regression from the hint, the ceiling probe); empty: all"})
     instruction_dropout: float = field(default=0.05, metadata={"help": "probability of training on an empty instruction (classifier-free guidance)"})
 
     # --- losses
@@ -100,7 +100,7 @@ class TrainConfig:
 
     def training_timesteps(self, num_train_timesteps: int = 1000) -> list[int] | tuple[int, int]:
         """From ``train_timesteps``: ``(lo, hi)`` inclusive for a range (all timesteps when empty),
-        or a sorted list of the listed timesteps."""
+        or the sorted list of the listed timesteps, repeats kept (drawn uniformly from the list)."""
         text = self.train_timesteps.strip()
         if not text:
             return 0, num_train_timesteps - 1
@@ -110,7 +110,7 @@ class TrainConfig:
                 ok = 0 <= lo <= hi < num_train_timesteps
                 out: list[int] | tuple[int, int] = (lo, hi)
             else:
-                out = sorted({int(x) for x in text.split(",")})
+                out = sorted(int(x) for x in text.split(","))  # a repeat weighs a timestep more
                 ok = all(0 <= t < num_train_timesteps for t in out)
             if not ok:
                 raise ValueError
