@@ -11,7 +11,7 @@ from trainer.config import make_config
 from trainer.train import Trainer, step_generator, train
 
 TINY = dict(data="synthetic:pairs=3,size=64,families=flip+invert+face+recolour", tile=64, base_model="tiny",
-            hint_encoder_config='{"dims": [16, 32], "depths": [0, 1]}', clip_model="tiny", esm_max_timestep=1000,
+            hint_encoder_config='{"dims": [16, 32], "depths": [0, 1]}', esm_embedder="colour", esm_max_timestep=1000,
             batch_size=2, learning_rate=1e-4, validate_every=0, validation_inference_steps=0, checkpoint_every=0,
             progress=False, liu=False, verify="header", val_fraction=0.0)
 

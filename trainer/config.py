@@ -58,8 +58,9 @@ class TrainConfig:
     esm: bool = field(default=True, metadata={"help": "editing-shift matching loss; --no-esm for the ablation"})
     lambda_esm: float = field(default=0.1, metadata={"help": "weight of L_esm"})
     esm_max_timestep: int = field(default=400, metadata={"help": "ESM only for samples with t below this (x0 is meaningful)"})
-    esm_decode: str = field(default="vae", metadata={"help": "x0 to pixels: vae (decoder) | latent (per-batch linear fit, low memory)"})
-    clip_model: str = field(default="", metadata={"help": "local CLIP vision model folder for ESM, or 'tiny' (random tiny CLIP, tests)"})
+    esm_decode: str = field(default="vae", metadata={"help": "how x0 and the known cells it is compared with become pixels: vae (decoder) | latent (one per-batch linear latent->RGB fit, low memory)"})
+    esm_embedder: str = field(default="auto", metadata={"help": "image embedding of ESM: clip (--clip-model folder) | colour (parameter-free colour, sharpness and layout statistics, for tiny stacks) | auto (clip when --clip-model is given, colour for base_model=tiny, else an error)"})
+    clip_model: str = field(default="", metadata={"help": "local CLIP vision model folder (transformers) for ESM"})
     sam: bool = field(default=True, metadata={"help": "selective area matching loss; --no-sam for the ablation"})
     lambda_sam: float = field(default=0.5, metadata={"help": "weight of L_sam"})
     sam_region: str = field(default="face", metadata={"help": "gie_core.regions region for SAM masks"})
@@ -122,9 +123,10 @@ class TrainConfig:
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")
-        if self.esm and self.lambda_esm > 0 and not self.clip_model:
-            raise ValueError("clip_model is empty but ESM is on: give a local CLIP vision model folder "
-                             "(--clip-model PATH), 'tiny', or turn ESM off with --no-esm")
+        if self.esm and self.lambda_esm > 0:
+            from .embedders import resolve_esm_embedder
+
+            resolve_esm_embedder(self.esm_embedder, self.clip_model, self.base_model)
         for name in ("hint_encoder_config", "tiny_unet_config", "tiny_vae_config"):
             text = getattr(self, name)
             if not text:

@@ -26,8 +26,8 @@ from gie_core.visual_prompt import fill_target_with_query
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .embedders import CLIPImageEmbedder, load_esm_embedder, make_random_tiny_clip
 from .losses import (
-    CLIPImageEmbedder,
     diffusion_target,
     esm_loss,
     fit_latent_to_rgb,
@@ -143,19 +143,15 @@ def _new_controlnet(cfg: TrainConfig, unet, latent_factor: int):
 
 
 def make_tiny_clip(seed: int = 0):
-    """A random tiny CLIP vision model (tests and from-scratch tiny stacks: random conv features
-    still measure how an edit moves an image, which is all ESM asks of them)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(seed)
-    return CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        image_size=32, patch_size=8, projection_dim=32))
+    """A randomly initialised tiny CLIP (loader and evaluation plumbing tests; never ESM)."""
+    return make_random_tiny_clip(seed)
 
 
 def load_clip(spec: str, seed: int = 0) -> CLIPImageEmbedder:
+    """A CLIP image embedder from a local folder, or ``'tiny'``: a *random* tiny CLIP, which only
+    the evaluation's plumbing tests use (ESM refuses it: see ``trainer.embedders``)."""
     if spec == "tiny":
-        return CLIPImageEmbedder(make_tiny_clip(seed))
+        return CLIPImageEmbedder(make_random_tiny_clip(seed))
     return CLIPImageEmbedder.from_folder(spec)
 
 
@@ -247,7 +243,10 @@ class Trainer:
             sd.unet.enable_gradient_checkpointing()  # grads flow through the frozen UNet's activations too
             if cfg.esm and cfg.esm_decode == "vae":
                 sd.vae.enable_gradient_checkpointing()
-        self.clip = load_clip(cfg.clip_model, cfg.seed).to(self.device) if cfg.esm and cfg.lambda_esm > 0 else None
+        self.esm_embedder = None
+        if cfg.esm and cfg.lambda_esm > 0:
+            self.esm_embedder = load_esm_embedder(cfg.esm_embedder, cfg.clip_model, cfg.base_model).to(self.device)
+            log.info("ESM embedder: %s", type(self.esm_embedder).__name__)
 
         params = [p for m in self.trained.values() for p in m.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer(params)
@@ -405,7 +404,7 @@ class Trainer:
             rmask = to_latent_mask(batch["region_mask"].to(self.device), f) * tmask
             out["sam"] = sam_loss(pred, target, rmask)
             total = total + cfg.lambda_sam * out["sam"]
-        if self.clip is not None:
+        if self.esm_embedder is not None:
             out["esm"] = self._esm(grid, latents, noisy, pred, t)
             total = total + cfg.lambda_esm * out["esm"]
         out["total"] = total
@@ -423,27 +422,35 @@ class Trainer:
         if sel.numel() == 0:
             return pred.sum() * 0.0  # stays in the graph, so every process runs the same backward
         cells = self._cells()
-        top, left, h, w = cells["target"]
+
+        def latent_cell(z, name):
+            top, left, h, w = cells[name]
+            return z[..., top // f:(top + h) // f, left // f:(left + w) // f]
+
         x0 = predicted_x0(noisy[sel], pred[sel], t[sel], sd.noise_scheduler)
-        x0_t = x0[..., top // f:(top + h) // f, left // f:(left + w) // f]
+        # x̂0's target cell and the known cells it is compared with take the same road to pixels
+        # (the clean latents the model was given, decoded the same way): otherwise the decoder's
+        # blur or colour error would be part of every "edit direction".
         if cfg.esm_decode == "vae":
             vae_dtype = next(sd.vae.parameters()).dtype
-            img = sd.vae.decode((x0_t / sd.vae.config.scaling_factor).to(vae_dtype)).sample.float()
-            img = ((img + 1) / 2).clamp(0, 1)
+
+            def decode(z):
+                img = sd.vae.decode((z / sd.vae.config.scaling_factor).to(vae_dtype)).sample.float()
+                return ((img + 1) / 2).clamp(0, 1)
         else:
             W, bias = fit_latent_to_rgb(latents, grid)
-            img = latent_to_rgb(x0_t, W, bias)
 
-        def cell(name):
-            tp, lf, hh, ww = cells[name]
-            return grid[sel, :, tp:tp + hh, lf:lf + ww]
+            def decode(z):
+                return latent_to_rgb(z, W, bias)
 
-        e_pred = self.clip(img)
+        k = cfg.k_examples
+        names = ["query"] + [f"example{i}_before" for i in range(k)] + [f"example{i}_after" for i in range(k)]
+        e_pred = self.esm_embedder(decode(latent_cell(x0, "target")))
         with torch.no_grad():
-            k = cfg.k_examples
-            e_q = self.clip(cell("query"))
-            e_a = torch.stack([self.clip(cell(f"example{i}_after")) for i in range(k)], 1)
-            e_b = torch.stack([self.clip(cell(f"example{i}_before")) for i in range(k)], 1)
+            clean = latents[sel]
+            refs = decode(torch.cat([latent_cell(clean, n) for n in names]))
+            e_ref = self.esm_embedder(refs).view(len(names), sel.numel(), -1)
+            e_q, e_b, e_a = e_ref[0], e_ref[1:1 + k].transpose(0, 1), e_ref[1 + k:].transpose(0, 1)
         # Mean over the selected samples, scaled by their share so the term's expected size does not
         # jump with how many samples of a batch fall under the threshold.
         return esm_loss(e_pred, e_q, e_a, e_b) * (sel.numel() / t.numel())
