@@ -218,3 +218,74 @@ def test_cli_help_presets_and_errors(tmp_path, capsys):
     assert cli_main(["--preset", "tiny_debug", "--base-model", str(tmp_path / "missing"),
                      "--output-dir", str(tmp_path / "o")]) == 2
     assert "base_model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("decode", ["vae", "latent"])
+def test_esm_gradient_reaches_the_controlnet(tmp_path, decode):
+    tr = Trainer(_cfg(tmp_path, esm_decode=decode, controlnet_zero_init=False)).setup()
+    batch = tr.collate([tr.train_set[i] for i in range(2)])
+    esm = tr.compute_losses(batch, step_generator(0, 1), timesteps=torch.tensor([50, 200]))["esm"]
+    assert esm.item() > 0
+    tr.optimizer.zero_grad()
+    esm.backward()  # ESM alone
+    cn = tr.acc.unwrap_model(tr.wrapped["controlnet"])
+    grads = {n: p.grad.norm().item() for n, p in cn.named_parameters() if p.grad is not None}
+    assert sum(grads.values()) > 0
+    # ... down to the VMamba hint encoder, the part InstructGIE adds.
+    assert sum(v for n, v in grads.items() if n.startswith("controlnet_cond_embedding.")) > 0
+
+
+class _PoolAutoencoder(torch.nn.Module):
+    """A linear autoencoder with no context across cell borders (8-px average pool, nearest
+    upsample), in AutoencoderKL's calling shape: with it a perfect x̂0 decodes exactly like the
+    example cells. A random tiny VAE cannot show that — its decoder hardly depends on its input."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # dtype/device probe
+        self.config = SimpleNamespace(scaling_factor=1.0)
+
+    def encode(self, x):
+        from types import SimpleNamespace
+
+        m = torch.nn.functional.avg_pool2d(x, 8)
+        m = torch.cat([m, m.mean(1, keepdim=True)], 1)
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=m, std=torch.zeros_like(m), mode=lambda: m))
+
+    def decode(self, z):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sample=torch.nn.functional.interpolate(z[:, :3], scale_factor=8, mode="nearest"))
+
+
+@pytest.mark.parametrize("decode", ["vae", "latent"])
+def test_esm_compares_x0_and_the_known_cells_through_one_decoder(tmp_path, decode):
+    # Example pair (A, A') and query A with target A': a prediction that is exactly the clean
+    # latent makes the same shift as the example, so ESM is ~0 — but only if x̂0 and the example
+    # cells reach pixels the same way. Decoded x̂0 against the sharp pixels (the old comparison)
+    # adds the decoder's blur to the predicted shift.
+    import numpy as np
+
+    from gie_core.visual_prompt import build
+    from trainer.data.synthetic import generate_pair
+    from trainer.losses import esm_loss, to_latent_mask
+
+    tr = Trainer(_cfg(tmp_path, esm_decode=decode, prediction_type="sample")).setup()
+    tr.sd.vae = _PoolAutoencoder()
+    p = generate_pair("invert", "colors", 0, 64)
+    vp = build([(p.before, p.after)], p.before, tile=64, resize="crop", target=p.after)
+    grid, hint = vp.grid.permute(0, 3, 1, 2), vp.hint.permute(0, 3, 1, 2)
+    latents = tr.encode_grid(grid, hint, to_latent_mask(vp.target_mask, tr.vae_factor), None)
+    x0 = latents.clone().requires_grad_()  # prediction_type 'sample': x̂0 is the prediction itself
+    same_road = tr._esm(grid, latents, x0, x0, torch.tensor([10]))
+    same_road.backward()
+    assert same_road.item() < 1e-3 and x0.grad.abs().sum() > 0
+
+    top, left, h, w = tr._cells()["target"]
+    emb = tr.esm_embedder
+    x0_img = tr.sd.vae.decode(latents[..., top // 8:(top + h) // 8, left // 8:(left + w) // 8]).sample
+    sharp = [torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)[None] for im in (p.before, p.after)]
+    mixed = esm_loss(emb(x0_img), emb(sharp[0]), emb(sharp[1]), emb(sharp[0])).item()
+    assert mixed > 0.01, mixed

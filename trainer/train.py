@@ -356,6 +356,25 @@ class Trainer:
         with ctx:
             return te(ids)[0]
 
+    @torch.no_grad()
+    def encode_grid(self, grid: torch.Tensor, hint: torch.Tensor, target_mask_latent: torch.Tensor,
+                    gen: torch.Generator | None) -> torch.Tensor:
+        """Scaled clean latents of a batch: the target cell sampled from the VAE posterior of the full
+        grid, the known cells as the pipeline gives them — the mode of the hint's encoding (the grid
+        with the target blanked). Encoded from the full grid, their latents near the target would
+        carry some of the answer (the encoder sees across cell borders), which the model learns to
+        read during training and never finds at inference. ``gen=None``: the posterior's mode."""
+        vae = self.sd.vae
+        vae_dtype = next(vae.parameters()).dtype
+        post = vae.encode((grid * 2 - 1).to(vae_dtype)).latent_dist
+        target = post.mode().float()
+        if gen is not None:
+            eps = torch.randn(post.mean.shape, generator=gen).to(self.device, post.mean.dtype)
+            target = (post.mean + post.std * eps).float()
+        known = vae.encode((hint[:, :3] * 2 - 1).to(vae_dtype)).latent_dist.mode().float()
+        m = target_mask_latent
+        return (m * target + (1 - m) * known) * vae.config.scaling_factor
+
     def compute_losses(self, batch: dict, gen: torch.Generator, train: bool = True,
                        timesteps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """All loss terms of one micro-batch (``total`` is the weighted sum)."""
@@ -367,19 +386,9 @@ class Trainer:
         if train and cfg.instruction_dropout > 0:
             drop = torch.rand(b, generator=gen) < cfg.instruction_dropout
             texts = ["" if d else t for d, t in zip(drop.tolist(), texts)]
-        vae_dtype = next(sd.vae.parameters()).dtype
         f = self.vae_factor
         tmask = to_latent_mask(batch["target_mask"].to(self.device), f)
-        with torch.no_grad():
-            post = sd.vae.encode((grid * 2 - 1).to(vae_dtype)).latent_dist
-            eps = torch.randn(post.mean.shape, generator=gen).to(self.device, post.mean.dtype)
-            latents = (post.mean + post.std * eps).float() * sd.vae.config.scaling_factor
-            # The known cells as the pipeline gives them: encoded from the grid with the target blanked
-            # (the hint). Encoded from the full grid, their latents near the target would carry some
-            # of the answer (the encoder sees across cell borders), which the model learns to read
-            # during training and never finds at inference.
-            known = sd.vae.encode((hint[:, :3] * 2 - 1).to(vae_dtype)).latent_dist.mode().float()
-            latents = tmask * latents + (1 - tmask) * known * sd.vae.config.scaling_factor
+        latents = self.encode_grid(grid, hint, tmask, gen)
         noise = torch.randn(latents.shape, generator=gen).to(self.device)
         n_t = sd.noise_scheduler.config.num_train_timesteps
         t = torch.randint(0, n_t, (b,), generator=gen) if timesteps is None else timesteps.cpu()
