@@ -1,6 +1,7 @@
 """The training loop on a tiny configuration: all three losses, learning, exact resume, bad data,
 export, CLI."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,6 +79,10 @@ def test_resume_after_a_kill_repeats_the_uninterrupted_losses(tmp_path):
     for a, b in zip(straight[2:], resumed):
         for k in ("ldm", "esm", "sam", "total", "lr"):
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-7), (k, a, b)
+    # The log holds every step once: step 3 of the killed run (after its last checkpoint) is gone.
+    logged = [json.loads(x) for x in (out / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert logged[2]["total"] == pytest.approx(straight[2]["total"], rel=1e-4)
 
 
 def test_dataset_with_broken_files_trains_and_reports_them(tmp_path):
@@ -289,3 +294,60 @@ def test_esm_compares_x0_and_the_known_cells_through_one_decoder(tmp_path, decod
     sharp = [torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)[None] for im in (p.before, p.after)]
     mixed = esm_loss(emb(x0_img), emb(sharp[0]), emb(sharp[1]), emb(sharp[0])).item()
     assert mixed > 0.01, mixed
+
+
+def test_sigterm_writes_a_checkpoint_and_the_cli_says_how_to_go_on(tmp_path):
+    # A scheduler's plain `kill`: the run finishes its step, checkpoints it and exits 128+15.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trainer", "--preset", "tiny_debug", "--output-dir", str(out), "--max-steps", "1000",
+           "--no-progress", "--checkpoint-every", "0", "--batch-size", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    log = out / "losses.jsonl"
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and log.read_text().count("\n") >= 2) and proc.poll() is None:
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert "SIGTERM at step" in last and "--resume latest" in last and "Traceback" not in err
+    steps = [json.loads(x)["step"] for x in log.read_text().splitlines()]
+    assert [p.name for p in ckpt.list_checkpoints(out)] == [f"checkpoint-{steps[-1]:08d}"]
+    assert not (out / "controlnet.safetensors").exists()  # no export from a killed run
+
+
+def test_resume_options_and_a_used_output_folder(tmp_path, capsys):
+    base = ["--preset", "tiny_debug", "--output-dir", str(tmp_path / "o"), "--no-progress", "--max-steps", "1"]
+    assert cli_main([*base, "--resume", "latest"]) == 2  # nothing to resume: one line, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resume='latest': no checkpoint" in err[0] and "--resume auto" in err[0]
+    assert cli_main([*base, "--resume", "auto"]) == 0  # auto: from scratch when there is none
+    assert cli_main(base) == 2  # a fresh run must not mix with the one already there
+    assert "already holds checkpoint-00000001" in capsys.readouterr().err
+    assert cli_main([*base, "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "expected 'latest', 'auto' or a checkpoint folder" in capsys.readouterr().err
+
+
+def test_weights_and_checkpoints_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        r = train(_cfg(tmp_path, max_steps=1, esm=False, train_unet=True))
+        run = tmp_path / "run"
+        files = [Path(r["export"])] + [p for d in (run / "checkpoint-00000001", run / "base") for p in d.rglob("*")
+                                        if p.is_file()]
+        assert any(f.suffix == ".safetensors" for f in files[1:])
+        for f in files:
+            assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+    finally:
+        os.umask(old)

@@ -88,7 +88,7 @@ class TrainConfig:
     output_dir: str = field(default="runs/instructgie", metadata={"help": "checkpoints, logs, validation images, export"})
     checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints (0: only at the end)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
-    resume: str = field(default="", metadata={"help": "'latest' or a checkpoint folder to continue from"})
+    resume: str = field(default="", metadata={"help": "continue from: 'latest' (the newest checkpoint in output_dir; an error if there is none), 'auto' (the newest if any, else start from scratch) or a checkpoint folder. Without it, an output_dir that holds checkpoints is an error"})
     validate_every: int = field(default=500, metadata={"help": "steps between validations (0: off)"})
     num_validation: int = field(default=4, metadata={"help": "validation samples (loss and image grid)"})
     validation_inference_steps: int = field(default=20, metadata={"help": "sampling steps of validation images (0: loss only)"})

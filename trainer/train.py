@@ -1,17 +1,22 @@
 """The InstructGIE training loop on accelerate.
 
 One optimizer step = ``gradient_accumulation_steps`` micro-batches of ``batch_size`` samples per
-process. Every random draw of a step (noise, timesteps, VAE posterior samples, instruction dropout)
-comes from a generator seeded by ``(seed, step, micro-batch, process)`` and sample ``i`` of the
-dataset depends only on ``(seed, i)``, so a resumed run repeats exactly the losses an uninterrupted
-run would have had: the checkpoint only needs the step, the weights, the optimizer, the LR
-scheduler, the EMA and torch's global RNG (for any dropout).
+process. Sample ``i`` of the dataset depends only on ``(seed, i)``, the sampler hands step ``s`` the
+same global indices whatever the process count (at one global batch), and every random draw for a
+sample (noise, timestep, VAE posterior sample, instruction dropout) comes from a generator seeded
+by ``(seed, i)``. So a resumed run repeats exactly the losses an uninterrupted run would have had
+(the checkpoint only needs the step, the weights, the optimizer, the LR scheduler, the EMA and
+torch's global RNG), and N processes follow the trajectory of one process at the same global batch
+up to floating-point summation order: every loss term is normalised over the global batch.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -161,12 +166,48 @@ def step_generator(seed: int, *parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(json.dumps([seed, *parts]).encode()) & 0x7FFFFFFF)
 
 
+class SampleRandom:
+    """The random draws of a micro-batch, one generator per sample seeded by ``(seed, dataset index)``:
+    a sample gets the same noise, timestep and dropout whichever process or micro-batch it lands in.
+    Draws come in a fixed order per sample (dropout, timestep, posterior sample, noise)."""
+
+    def __init__(self, seed: int, indices):
+        self.gens = [step_generator(seed, 101, int(i)) for i in indices]
+
+    def rand(self) -> torch.Tensor:
+        return torch.stack([torch.rand((), generator=g) for g in self.gens])
+
+    def randint(self, high: int) -> torch.Tensor:
+        return torch.stack([torch.randint(0, high, (), generator=g) for g in self.gens])
+
+    def randn(self, shape) -> torch.Tensor:
+        if shape[0] != len(self.gens):
+            raise ValueError(f"randn: batch of {shape[0]} for {len(self.gens)} samples")
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in self.gens])
+
+
+class BatchRandom:
+    """The same interface drawing a whole batch from one generator (validation, tests, benchmarks)."""
+
+    def __init__(self, gen: torch.Generator, batch: int):
+        self.gen, self.b = gen, batch
+
+    def rand(self) -> torch.Tensor:
+        return torch.rand(self.b, generator=self.gen)
+
+    def randint(self, high: int) -> torch.Tensor:
+        return torch.randint(0, high, (self.b,), generator=self.gen)
+
+    def randn(self, shape) -> torch.Tensor:
+        return torch.randn(tuple(shape), generator=self.gen)
+
+
 class StepSampler(torch.utils.data.Sampler):
     """Dataset indices for this process from optimizer step ``start_step`` on.
 
     Index of sample ``j`` of micro-batch ``m`` of step ``s`` on process ``r`` (of ``W``):
-    ``((s·A + m)·W + r)·B + j`` — disjoint across processes, and the same whatever step a run
-    (re)starts from."""
+    ``((s·A + m)·W + r)·B + j`` — disjoint across processes, the same whatever step a run (re)starts
+    from, and for a given global batch ``W·B`` the same set per micro-batch whatever ``W`` is."""
 
     def __init__(self, start_step: int, end_step: int, batch: int, accum: int, world: int, rank: int):
         self.start, self.end, self.b, self.a, self.w, self.r = start_step, end_step, batch, accum, world, rank
@@ -179,6 +220,34 @@ class StepSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return max(0, self.end - self.start) * self.a * self.b
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM only set ``received`` (the signal number); the training loop
+    checkpoints and stops after the current step. A second signal gets the previous handler, so a
+    stuck run can still be interrupted. Outside the main thread (no handlers possible) it is inert."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = 0
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        self.received = self.received or signum
+        signal.signal(signum, self._previous.get(signum) or signal.SIG_DFL)
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.getsignal(s)
+                signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._previous.items():
+            signal.signal(s, h or signal.SIG_DFL)
+        return False
 
 
 class Trainer:
@@ -200,6 +269,7 @@ class Trainer:
     # ---- setup
     def setup(self) -> Trainer:
         cfg, acc = self.cfg, self.acc
+        resume_from = ckpt.resolve(cfg.resume, self.out)  # a bad --resume fails before anything loads
         self.out.mkdir(parents=True, exist_ok=True)
         from .data.dataset import InContextDataset, RegionMaskProvider, collate, prepare_groups
 
@@ -272,12 +342,17 @@ class Trainer:
         if self.ema is not None:
             self.ema.to(self.device)
         self.start_step = 0
-        path = ckpt.resolve(cfg.resume, self.out)
+        path = resume_from
         if path is not None:
             state = ckpt.load(path, {n: acc.unwrap_model(m) for n, m in self.wrapped.items()}, self.optimizer,
                               self.lr_scheduler, self.ema)
             self.start_step = int(state["step"])
             log.info("resumed from %s at step %d", path, self.start_step)
+        elif cfg.resume == "auto":
+            log.info("resume=auto: no checkpoint in %s, starting from step 0", self.out)
+        if acc.is_main_process:
+            # What a killed run logged after its last checkpoint is repeated now: drop it.
+            ckpt.trim_jsonl(self.out / "losses.jsonl", self.start_step)
         return self
 
     def _make_optimizer(self, params):
@@ -342,6 +417,7 @@ class Trainer:
                  vae.config.scaling_factor)
         if self.acc.is_main_process:
             vae.save_pretrained(done)
+            ckpt.share_like_umask(done)
             (done / "report.json").write_text(json.dumps({
                 "steps": cfg.vae_pretrain_steps, "batch_size": vb, "seconds": round(time.monotonic() - started, 1),
                 "reconstruction_psnr_db": round(psnr, 3), "scaling_factor": vae.config.scaling_factor}, indent=1))
@@ -358,41 +434,44 @@ class Trainer:
 
     @torch.no_grad()
     def encode_grid(self, grid: torch.Tensor, hint: torch.Tensor, target_mask_latent: torch.Tensor,
-                    gen: torch.Generator | None) -> torch.Tensor:
+                    rng: SampleRandom | BatchRandom | None) -> torch.Tensor:
         """Scaled clean latents of a batch: the target cell sampled from the VAE posterior of the full
         grid, the known cells as the pipeline gives them — the mode of the hint's encoding (the grid
         with the target blanked). Encoded from the full grid, their latents near the target would
         carry some of the answer (the encoder sees across cell borders), which the model learns to
-        read during training and never finds at inference. ``gen=None``: the posterior's mode."""
+        read during training and never finds at inference. ``rng=None``: the posterior's mode."""
         vae = self.sd.vae
         vae_dtype = next(vae.parameters()).dtype
         post = vae.encode((grid * 2 - 1).to(vae_dtype)).latent_dist
         target = post.mode().float()
-        if gen is not None:
-            eps = torch.randn(post.mean.shape, generator=gen).to(self.device, post.mean.dtype)
+        if rng is not None:
+            eps = rng.randn(post.mean.shape).to(self.device, post.mean.dtype)
             target = (post.mean + post.std * eps).float()
         known = vae.encode((hint[:, :3] * 2 - 1).to(vae_dtype)).latent_dist.mode().float()
         m = target_mask_latent
         return (m * target + (1 - m) * known) * vae.config.scaling_factor
 
-    def compute_losses(self, batch: dict, gen: torch.Generator, train: bool = True,
+    def compute_losses(self, batch: dict, rng: SampleRandom | BatchRandom | torch.Generator, train: bool = True,
                        timesteps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """All loss terms of one micro-batch (``total`` is the weighted sum)."""
+        """All loss terms of one micro-batch (``total`` is the weighted sum). ``rng``: the batch's
+        random draws (a plain generator draws the whole batch from it)."""
         cfg, sd = self.cfg, self.sd
         grid = batch["grid"].to(self.device)
         hint = batch["hint"].to(self.device)
         b = grid.shape[0]
+        if isinstance(rng, torch.Generator):
+            rng = BatchRandom(rng, b)
         texts = list(batch["instruction"])
         if train and cfg.instruction_dropout > 0:
-            drop = torch.rand(b, generator=gen) < cfg.instruction_dropout
+            drop = rng.rand() < cfg.instruction_dropout
             texts = ["" if d else t for d, t in zip(drop.tolist(), texts)]
+        n_t = sd.noise_scheduler.config.num_train_timesteps
+        t = rng.randint(n_t) if timesteps is None else timesteps.cpu()
+        t = t.to(self.device)
         f = self.vae_factor
         tmask = to_latent_mask(batch["target_mask"].to(self.device), f)
-        latents = self.encode_grid(grid, hint, tmask, gen)
-        noise = torch.randn(latents.shape, generator=gen).to(self.device)
-        n_t = sd.noise_scheduler.config.num_train_timesteps
-        t = torch.randint(0, n_t, (b,), generator=gen) if timesteps is None else timesteps.cpu()
-        t = t.to(self.device)
+        latents = self.encode_grid(grid, hint, tmask, rng)
+        noise = rng.randn(latents.shape).to(self.device)
         noisy = sd.noise_scheduler.add_noise(latents, noise, t)
         ctx_emb = self.encode_text(texts)
         cond = hint
@@ -411,13 +490,24 @@ class Trainer:
         total = out["ldm"]
         if cfg.sam and cfg.lambda_sam > 0:
             rmask = to_latent_mask(batch["region_mask"].to(self.device), f) * tmask
-            out["sam"] = sam_loss(pred, target, rmask)
+            out["sam"] = self._global_sam(pred, target, rmask)
             total = total + cfg.lambda_sam * out["sam"]
         if self.esm_embedder is not None:
             out["esm"] = self._esm(grid, latents, noisy, pred, t)
             total = total + cfg.lambda_esm * out["esm"]
         out["total"] = total
         return out
+
+    def _global_sam(self, pred, target, rmask) -> torch.Tensor:
+        """SAM normalised by the region area of the *global* batch: each process's share, scaled so
+        that the processes' mean (what DDP averages gradients to) is the one-process loss."""
+        world = self.acc.num_processes
+        if world == 1:
+            return sam_loss(pred, target, rmask)
+        local = rmask.float().sum()
+        area = self.acc.reduce(local.detach().clone(), reduction="sum")
+        per_rank = sam_loss(pred, target, rmask) * local / area.clamp_min(1e-8)
+        return per_rank * world
 
     def _cells(self):
         from gie_core.visual_prompt import GridLayout
@@ -466,13 +556,22 @@ class Trainer:
 
     # ---- loop
     def train(self) -> dict:
-        """Runs from the start (or resumed) step to ``max_steps``; exports and returns a summary."""
+        """Runs from the start (or resumed) step to ``max_steps``; exports and returns a summary.
+
+        SIGINT / SIGTERM (a scheduler's plain ``kill``) finish the current step, write a checkpoint
+        and return with ``interrupted`` set (no export); a second signal acts as usual."""
+        with _StopSignals() as signals:
+            return self._train(signals)
+
+    def _train(self, signals: _StopSignals) -> dict:
         from tqdm.auto import tqdm
 
         cfg, acc = self.cfg, self.acc
         if acc.is_main_process:
+            # purge_step: TensorBoard drops what a killed run logged after the checkpoint resumed from.
             acc.init_trackers("instructgie", config={k: v for k, v in cfg.to_dict().items()
-                                                     if isinstance(v, (int, float, str, bool))})
+                                                     if isinstance(v, (int, float, str, bool))},
+                              init_kwargs={"tensorboard": {"purge_step": self.start_step}})
         sampler = StepSampler(self.start_step, cfg.max_steps, cfg.batch_size, cfg.gradient_accumulation_steps,
                               acc.num_processes, acc.process_index)
         loader = torch.utils.data.DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler,
@@ -481,26 +580,26 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.start_step, desc="training",
                    disable=not (cfg.progress and acc.is_main_process))
         t0 = time.monotonic()
-        losses_file = self.out / "losses.jsonl"
         step = self.start_step
         params = [p for m in self.wrapped.values() for p in m.parameters() if p.requires_grad]
-        stopped_early = False
+        stopped_early, interrupted = False, None
         while step < cfg.max_steps:
-            accum: dict[str, float] = {}
+            accum: dict[str, torch.Tensor] = {}
             for micro in range(cfg.gradient_accumulation_steps):
                 batch = next(it)
-                gen = step_generator(cfg.seed, step, micro, acc.process_index)
-                sync = micro == cfg.gradient_accumulation_steps - 1
-                ctx = nullcontext() if sync else acc.no_sync(self.wrapped["controlnet"])
-                with ctx:
-                    losses = self.compute_losses(batch, gen)
+                rng = SampleRandom(cfg.seed, batch["index"].tolist())
+                with contextlib.ExitStack() as no_sync:
+                    if micro < cfg.gradient_accumulation_steps - 1:  # gradients are averaged once per step
+                        for m in self.wrapped.values():
+                            no_sync.enter_context(acc.no_sync(m))
+                    losses = self.compute_losses(batch, rng)
                     if not torch.isfinite(losses["total"]):
                         raise FloatingPointError(f"step {step}: loss is {losses['total'].item()} "
                                                  f"(terms: { {k: v.item() for k, v in losses.items()} }); "
                                                  "lower the learning rate or use bf16 instead of fp16")
                     acc.backward(losses["total"] / cfg.gradient_accumulation_steps)
                 for k, v in losses.items():
-                    accum[k] = accum.get(k, 0.0) + v.item() / cfg.gradient_accumulation_steps
+                    accum[k] = accum.get(k, 0.0) + v.detach().float() / cfg.gradient_accumulation_steps
             if cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(params, cfg.max_grad_norm)
             self.optimizer.step()
@@ -509,31 +608,60 @@ class Trainer:
             if self.ema is not None:
                 self.ema.step(params)
             step += 1
-            rec = {"step": step, **{k: round(v, 8) for k, v in accum.items()}, "lr": self.lr_scheduler.get_last_lr()[0]}
+            rec = {"step": step, **self._global_means(accum), "lr": self.lr_scheduler.get_last_lr()[0]}
             self.history.append(rec)
-            if acc.is_main_process:
-                with losses_file.open("a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    acc.log({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=step)
+            self._log_step(rec)
             bar.update(1)
-            bar.set_postfix(loss=f"{accum['total']:.4f}")
+            bar.set_postfix(loss=f"{rec['total']:.4f}")
             if cfg.validate_every and step % cfg.validate_every == 0:
                 self.validate(step)
             out_of_time = cfg.time_limit_minutes > 0 and time.monotonic() - t0 > cfg.time_limit_minutes * 60
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps or out_of_time:
-                self.save_checkpoint(step, accum["total"])
+            # Every process must stop at the same step: a signal (or the clock) may reach one first.
+            stop = self._agree_max(100 + signals.received if signals.received else int(out_of_time))
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps or stop:
+                self.save_checkpoint(step, rec["total"])
             if self.on_step is not None:
                 self.on_step(step, rec)
-            if out_of_time:
+            if stop > 1:
+                interrupted = signal.Signals(stop - 100).name
+                log.warning("%s received: checkpoint written at step %d; continue with --resume latest",
+                            interrupted, step)
+                break
+            if stop == 1:
                 log.info("time limit of %.1f minutes reached at step %d", cfg.time_limit_minutes, step)
                 stopped_early = True
                 break
         bar.close()
-        export = self.export() if acc.is_main_process else None
+        export = self.export() if acc.is_main_process and interrupted is None else None
         acc.end_training()
-        return {"steps": step, "stopped_early": stopped_early, "history": self.history, "export": export,
-                "data": self.report.to_dict(), "bad_images_during_training": sorted(self.train_set.bad)}
+        return {"steps": step, "stopped_early": stopped_early, "interrupted": interrupted, "history": self.history,
+                "export": export, "data": self.report.to_dict(),
+                "bad_images_during_training": sorted(self.train_set.bad)}
+
+    def _global_means(self, accum: dict[str, torch.Tensor]) -> dict[str, float]:
+        """This step's loss terms averaged over all processes (the global batch's losses)."""
+        names = sorted(accum)
+        vals = torch.stack([torch.as_tensor(accum[k], dtype=torch.float32) for k in names]).to(self.device)
+        if self.acc.num_processes > 1:
+            vals = self.acc.reduce(vals, reduction="mean")
+        return {k: round(float(v), 8) for k, v in zip(names, vals.cpu().tolist())}
+
+    def _agree_max(self, value: int) -> int:
+        """The largest ``value`` over all processes (each process's own when alone)."""
+        if self.acc.num_processes == 1:
+            return int(value)
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
+
+    def _log_step(self, rec: dict) -> None:
+        """Appends ``rec`` to ``losses.jsonl`` and TensorBoard (main process only)."""
+        if not self.acc.is_main_process:
+            return
+        with (self.out / "losses.jsonl").open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        if rec["step"] % self.cfg.log_every == 0 or rec["step"] == self.cfg.max_steps:
+            self.acc.log({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=rec["step"])
 
     def save_checkpoint(self, step: int, last_loss: float):
         self.acc.wait_for_everyone()
@@ -597,6 +725,7 @@ class Trainer:
             scheduler=DDIMScheduler.from_config(self.sd.noise_scheduler.config), safety_checker=None,
             feature_extractor=None, requires_safety_checker=False)
         pipe.save_pretrained(str(folder), safe_serialization=True)
+        ckpt.share_like_umask(folder)
 
 
 def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> dict:
