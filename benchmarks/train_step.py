@@ -43,7 +43,7 @@ def _make_trainer(name: str, overrides: dict, args: dict, tmp: str):
 
     cfg = make_config(
         data=f"synthetic:pairs=3,size={args['tile']},families=face+recolour+flip", tile=args["tile"],
-        base_model=args["base_model"], clip_model=args["clip_model"], batch_size=args["batch_size"],
+        base_model=args["base_model"], clip_model=args["clip_model"], esm_embedder=args["esm_embedder"], batch_size=args["batch_size"],
         gradient_checkpointing=not args["no_checkpointing"], mixed_precision=args["mixed_precision"],
         hint_encoder_config=args["hint_config"], esm_max_timestep=args["esm_max_timestep"], liu=False,
         val_fraction=0.0, verify="header", validate_every=0, progress=False, output_dir=f"{tmp}/{len(name)}{abs(hash(name))}",
@@ -121,7 +121,8 @@ def _memory_worker(name: str, overrides: dict, args: dict, queue):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base-model", default="tiny")
-    ap.add_argument("--clip-model", default="tiny")
+    ap.add_argument("--clip-model", default="", help="local CLIP folder for ESM (empty: --esm-embedder decides)")
+    ap.add_argument("--esm-embedder", default="auto", help="auto | clip | colour (auto: colour for the tiny base)")
     ap.add_argument("--tile", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)

@@ -3,10 +3,17 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from trainer.losses import (
+from trainer.embedders import (
     CLIPImageEmbedder,
+    ColourStatsEmbedder,
+    load_esm_embedder,
+    make_random_tiny_clip,
+    resolve_esm_embedder,
+)
+from trainer.losses import (
     diffusion_target,
     esm_loss,
     fit_latent_to_rgb,
@@ -96,9 +103,8 @@ def test_latent_to_rgb_fit_recovers_a_linear_decoder():
 
 
 def test_clip_embedder_passes_gradients_to_images_only(tmp_path):
-    from trainer.train import make_tiny_clip
-
-    model = make_tiny_clip(0)
+    # Random weights only test the loading path here; no preset or ESM run may use them.
+    model = make_random_tiny_clip(0)
     model.save_pretrained(tmp_path / "clip")
     emb = CLIPImageEmbedder.from_folder(tmp_path / "clip")
     x = torch.rand(2, 3, 40, 40, requires_grad=True)
@@ -113,3 +119,63 @@ def test_clip_embedder_passes_gradients_to_images_only(tmp_path):
         emb(torch.rand(3, 40, 40))
     with pytest.raises(ValueError, match="config.json"):
         CLIPImageEmbedder.from_folder(tmp_path / "nothing")
+    # The ESM loader takes the same folder.
+    esm = load_esm_embedder("auto", str(tmp_path / "clip"), "/models/sd15")
+    assert isinstance(esm, CLIPImageEmbedder) and torch.allclose(esm(x), e, atol=1e-5)
+
+
+def _synthetic_shifts(embed, family, variant, n=8):
+    import numpy as np
+
+    from trainer.data.synthetic import generate_pair
+
+    def t(img):
+        return torch.from_numpy(np.asarray(img, np.float32) / 255).permute(2, 0, 1)[None]
+
+    pairs = [generate_pair(family, variant, i, 64) for i in range(n)]
+    before = torch.cat([t(p.before) for p in pairs])
+    return embed(torch.cat([t(p.after) for p in pairs])) - embed(before), before
+
+
+def test_colour_embedder_moves_with_edits_and_not_without():
+    embed = ColourStatsEmbedder()
+    shifts, before = _synthetic_shifts(embed, "invert", "colors")
+    assert embed(before).shape == (8, embed.dim)
+    assert torch.equal(embed(before) - embed(before.clone()), torch.zeros(8, embed.dim))  # no edit, no shift
+    assert (shifts.norm(dim=1) > 0.2).all()  # an inverted image moves it far
+    # The same edit on different images points the same way (what ESM relies on); on average,
+    # other edits do not. (Colour statistics do confuse edits with one colour footprint, e.g.
+    # inverting a bright image darkens it: the limit of a parameter-free embedding.)
+    def mean_cos(a, b, same):
+        c = F.cosine_similarity(a[:, None], b[None], dim=-1)
+        return c[~torch.eye(len(a), dtype=torch.bool)].mean() if same else c.mean()
+
+    families = [("invert", "colors"), ("grayscale", "gray"), ("brightness", "darker"), ("recolour", "red"),
+                ("background", "checkerboard"), ("outline", "edges"), ("face", "glasses")]
+    shift = {f: _synthetic_shifts(embed, *f)[0] for f in families}
+    for f in families:
+        within = mean_cos(shift[f], shift[f], True)
+        across = sum(mean_cos(shift[f], shift[g], False) for g in families if g != f) / (len(families) - 1)
+        assert within > 0.5 and within > across + 0.3, (f, within, across)
+    assert mean_cos(shift[families[0]], shift[families[1]], False).abs() < 0.2  # invert is no grayscale
+
+
+def test_colour_embedder_gradients_match_finite_differences():
+    embed = ColourStatsEmbedder(thumb=2)
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(embed, (x,))
+    with pytest.raises(ValueError, match="B,3,H,W"):
+        embed(torch.rand(2, 4, 6, 6))
+
+
+def test_esm_embedder_choice_and_the_retired_random_clip():
+    assert isinstance(load_esm_embedder("auto", "", "tiny"), ColourStatsEmbedder)
+    assert resolve_esm_embedder("colour", "", "/models/sd15") == "colour"
+    with pytest.raises(ValueError, match="no CLIP model is given"):
+        resolve_esm_embedder("auto", "", "/models/sd15")  # SD1.5 never falls back silently
+    with pytest.raises(ValueError, match="randomly initialised CLIP"):
+        resolve_esm_embedder("auto", "tiny", "tiny")
+    with pytest.raises(ValueError, match="needs --clip-model"):
+        resolve_esm_embedder("clip", "", "tiny")
+    with pytest.raises(ValueError, match="esm_embedder='dino'"):
+        resolve_esm_embedder("dino", "", "tiny")

@@ -1,6 +1,7 @@
 """The training loop on a tiny configuration: all three losses, learning, exact resume, bad data,
 export, CLI."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from trainer.config import make_config
 from trainer.train import Trainer, step_generator, train
 
 TINY = dict(data="synthetic:pairs=3,size=64,families=flip+invert+face+recolour", tile=64, base_model="tiny",
-            hint_encoder_config='{"dims": [16, 32], "depths": [0, 1]}', clip_model="tiny", esm_max_timestep=1000,
+            hint_encoder_config='{"dims": [16, 32], "depths": [0, 1]}', esm_embedder="colour", esm_max_timestep=1000,
             batch_size=2, learning_rate=1e-4, validate_every=0, validation_inference_steps=0, checkpoint_every=0,
             progress=False, liu=False, verify="header", val_fraction=0.0)
 
@@ -78,6 +79,10 @@ def test_resume_after_a_kill_repeats_the_uninterrupted_losses(tmp_path):
     for a, b in zip(straight[2:], resumed):
         for k in ("ldm", "esm", "sam", "total", "lr"):
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-7), (k, a, b)
+    # The log holds every step once: step 3 of the killed run (after its last checkpoint) is gone.
+    logged = [json.loads(x) for x in (out / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert logged[2]["total"] == pytest.approx(straight[2]["total"], rel=1e-4)
 
 
 def test_dataset_with_broken_files_trains_and_reports_them(tmp_path):
@@ -218,3 +223,131 @@ def test_cli_help_presets_and_errors(tmp_path, capsys):
     assert cli_main(["--preset", "tiny_debug", "--base-model", str(tmp_path / "missing"),
                      "--output-dir", str(tmp_path / "o")]) == 2
     assert "base_model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("decode", ["vae", "latent"])
+def test_esm_gradient_reaches_the_controlnet(tmp_path, decode):
+    tr = Trainer(_cfg(tmp_path, esm_decode=decode, controlnet_zero_init=False)).setup()
+    batch = tr.collate([tr.train_set[i] for i in range(2)])
+    esm = tr.compute_losses(batch, step_generator(0, 1), timesteps=torch.tensor([50, 200]))["esm"]
+    assert esm.item() > 0
+    tr.optimizer.zero_grad()
+    esm.backward()  # ESM alone
+    cn = tr.acc.unwrap_model(tr.wrapped["controlnet"])
+    grads = {n: p.grad.norm().item() for n, p in cn.named_parameters() if p.grad is not None}
+    assert sum(grads.values()) > 0
+    # ... down to the VMamba hint encoder, the part InstructGIE adds.
+    assert sum(v for n, v in grads.items() if n.startswith("controlnet_cond_embedding.")) > 0
+
+
+class _PoolAutoencoder(torch.nn.Module):
+    """A linear autoencoder with no context across cell borders (8-px average pool, nearest
+    upsample), in AutoencoderKL's calling shape: with it a perfect x̂0 decodes exactly like the
+    example cells. A random tiny VAE cannot show that — its decoder hardly depends on its input."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # dtype/device probe
+        self.config = SimpleNamespace(scaling_factor=1.0)
+
+    def encode(self, x):
+        from types import SimpleNamespace
+
+        m = torch.nn.functional.avg_pool2d(x, 8)
+        m = torch.cat([m, m.mean(1, keepdim=True)], 1)
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=m, std=torch.zeros_like(m), mode=lambda: m))
+
+    def decode(self, z):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sample=torch.nn.functional.interpolate(z[:, :3], scale_factor=8, mode="nearest"))
+
+
+@pytest.mark.parametrize("decode", ["vae", "latent"])
+def test_esm_compares_x0_and_the_known_cells_through_one_decoder(tmp_path, decode):
+    # Example pair (A, A') and query A with target A': a prediction that is exactly the clean
+    # latent makes the same shift as the example, so ESM is ~0 — but only if x̂0 and the example
+    # cells reach pixels the same way. Decoded x̂0 against the sharp pixels (the old comparison)
+    # adds the decoder's blur to the predicted shift.
+    import numpy as np
+
+    from gie_core.visual_prompt import build
+    from trainer.data.synthetic import generate_pair
+    from trainer.losses import esm_loss, to_latent_mask
+
+    tr = Trainer(_cfg(tmp_path, esm_decode=decode, prediction_type="sample")).setup()
+    tr.sd.vae = _PoolAutoencoder()
+    p = generate_pair("invert", "colors", 0, 64)
+    vp = build([(p.before, p.after)], p.before, tile=64, resize="crop", target=p.after)
+    grid, hint = vp.grid.permute(0, 3, 1, 2), vp.hint.permute(0, 3, 1, 2)
+    latents = tr.encode_grid(grid, hint, to_latent_mask(vp.target_mask, tr.vae_factor), None)
+    x0 = latents.clone().requires_grad_()  # prediction_type 'sample': x̂0 is the prediction itself
+    same_road = tr._esm(grid, latents, x0, x0, torch.tensor([10]))
+    same_road.backward()
+    assert same_road.item() < 1e-3 and x0.grad.abs().sum() > 0
+
+    top, left, h, w = tr._cells()["target"]
+    emb = tr.esm_embedder
+    x0_img = tr.sd.vae.decode(latents[..., top // 8:(top + h) // 8, left // 8:(left + w) // 8]).sample
+    sharp = [torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)[None] for im in (p.before, p.after)]
+    mixed = esm_loss(emb(x0_img), emb(sharp[0]), emb(sharp[1]), emb(sharp[0])).item()
+    assert mixed > 0.01, mixed
+
+
+def test_sigterm_writes_a_checkpoint_and_the_cli_says_how_to_go_on(tmp_path):
+    # A scheduler's plain `kill`: the run finishes its step, checkpoints it and exits 128+15.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trainer", "--preset", "tiny_debug", "--output-dir", str(out), "--max-steps", "1000",
+           "--no-progress", "--checkpoint-every", "0", "--batch-size", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    log = out / "losses.jsonl"
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and log.read_text().count("\n") >= 2) and proc.poll() is None:
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert "SIGTERM at step" in last and "--resume latest" in last and "Traceback" not in err
+    steps = [json.loads(x)["step"] for x in log.read_text().splitlines()]
+    assert [p.name for p in ckpt.list_checkpoints(out)] == [f"checkpoint-{steps[-1]:08d}"]
+    assert not (out / "controlnet.safetensors").exists()  # no export from a killed run
+
+
+def test_resume_options_and_a_used_output_folder(tmp_path, capsys):
+    base = ["--preset", "tiny_debug", "--output-dir", str(tmp_path / "o"), "--no-progress", "--max-steps", "1"]
+    assert cli_main([*base, "--resume", "latest"]) == 2  # nothing to resume: one line, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resume='latest': no checkpoint" in err[0] and "--resume auto" in err[0]
+    assert cli_main([*base, "--resume", "auto"]) == 0  # auto: from scratch when there is none
+    assert cli_main(base) == 2  # a fresh run must not mix with the one already there
+    assert "already holds checkpoint-00000001" in capsys.readouterr().err
+    assert cli_main([*base, "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "expected 'latest', 'auto' or a checkpoint folder" in capsys.readouterr().err
+
+
+def test_weights_and_checkpoints_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        r = train(_cfg(tmp_path, max_steps=1, esm=False, train_unet=True))
+        run = tmp_path / "run"
+        files = [Path(r["export"])] + [p for d in (run / "checkpoint-00000001", run / "base") for p in d.rglob("*")
+                                        if p.is_file()]
+        assert any(f.suffix == ".safetensors" for f in files[1:])
+        for f in files:
+            assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+    finally:
+        os.umask(old)

@@ -61,6 +61,29 @@ def scheduler_state(sched) -> dict:
     return {k: v for k, v in sched.state_dict().items() if _jsonable(v)}
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where possible: setting it to read it races with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_like_umask(path: str | Path) -> None:
+    """Gives ``path`` (a file, or every file in a folder tree) the mode a plain ``open()`` would:
+    ``0666 & ~umask``. safetensors writes its files 0600, which hides weights and checkpoints from
+    the group a shared training machine relies on."""
+    mode = 0o666 & ~current_umask()
+    path = Path(path)
+    for f in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+        os.chmod(f, mode)
+
+
 def save(folder: str | Path, step: int, modules: dict[str, torch.nn.Module], optimizer, lr_scheduler,
          ema=None, extra: dict | None = None, keep: int = 2) -> Path:
     """Writes ``checkpoint-{step}`` atomically into ``folder`` and prunes all but ``keep`` newest."""
@@ -87,6 +110,7 @@ def save(folder: str | Path, step: int, modules: dict[str, torch.nn.Module], opt
              "ema": None if ema is None else {"optimization_step": int(ema.optimization_step), "decay": ema.decay},
              **(extra or {})}
     (tmp / "state.json").write_text(json.dumps(state, indent=1, default=str))
+    share_like_umask(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -106,16 +130,53 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
 
 
 def resolve(resume: str, output_dir: str | Path) -> Path | None:
-    """``'latest'`` → newest checkpoint in ``output_dir`` (None if there is none); else the folder."""
+    """Which checkpoint a run starts from.
+
+    - ``''``: none — and an output folder that already holds checkpoints is an error (a new run
+      would mix its checkpoints and logs with the old run's);
+    - ``'latest'``: the newest checkpoint in ``output_dir``; an error when there is none;
+    - ``'auto'``: the newest checkpoint if there is one, else none (for job scripts that always
+      pass it);
+    - a checkpoint folder."""
+    cps = list_checkpoints(output_dir)
     if not resume:
+        if cps:
+            raise ValueError(f"output_dir {str(output_dir)!r} already holds {cps[-1].name}: continue it with "
+                             "--resume latest, or choose another --output-dir")
         return None
-    if resume == "latest":
-        cps = list_checkpoints(output_dir)
+    if resume in ("latest", "auto"):
+        if not cps and resume == "latest":
+            raise ValueError(f"resume='latest': no checkpoint in {str(output_dir)!r} (use --resume auto to "
+                             "start from scratch when there is none)")
         return cps[-1] if cps else None
     p = Path(resume)
     if not (p / "state.json").is_file():
-        raise ValueError(f"resume={resume!r}: expected 'latest' or a checkpoint folder containing state.json")
+        raise ValueError(f"resume={resume!r}: expected 'latest', 'auto' or a checkpoint folder containing state.json")
     return p
+
+
+def trim_jsonl(path: str | Path, last_step: int) -> int:
+    """Keeps only the rows of a ``{"step": ...}`` JSON-lines log with ``step <= last_step`` (atomic
+    rewrite); returns how many rows were dropped. A missing file is fine."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            dropped += 1  # a line cut short by a kill
+            continue
+        if step <= last_step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(x + "\n" for x in kept))
+        os.replace(tmp, path)
+    return dropped
 
 
 def load(path: str | Path, modules: dict[str, torch.nn.Module], optimizer, lr_scheduler, ema=None) -> dict:

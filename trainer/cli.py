@@ -15,7 +15,7 @@ EPILOG = """examples:
   instructgie-train --preset sd15 --base-model /models/sd15 --clip-model /models/clip-vit-large \\
       --data /data/ip2p --output-dir runs/sd15
   instructgie-train --preset sd15 ... --no-esm --no-sam --no-liu --hint-encoder conv   # ablations
-  instructgie-train --config my.yaml --resume latest
+  instructgie-train --config my.yaml --resume latest   # SIGTERM / Ctrl-C write a checkpoint first
   accelerate launch --multi_gpu -m trainer --preset sd15 ...
   python -m trainer.data.synthetic data/synth --pairs-per-instruction 32 --size 64   # write a dataset
 """
@@ -53,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # bad user input (paths, options): one line, no traceback
         print(f"instructgie-train: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's checkpoint was being written
         print("instructgie-train: interrupted (resume with --resume latest)", file=sys.stderr)
         return 130
+    if result.get("interrupted"):
+        import signal
+
+        print(f"instructgie-train: {result['interrupted']} at step {result['steps']}: checkpoint written to "
+              f"{cfg.output_dir}; continue with --resume latest", file=sys.stderr)
+        return 128 + int(getattr(signal, result["interrupted"]))
     print(f"trained {result['steps']} steps; ControlNet written to {result['export']}")
     return 0
 

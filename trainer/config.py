@@ -60,8 +60,9 @@ class TrainConfig:
     esm: bool = field(default=True, metadata={"help": "editing-shift matching loss; --no-esm for the ablation"})
     lambda_esm: float = field(default=0.1, metadata={"help": "weight of L_esm"})
     esm_max_timestep: int = field(default=400, metadata={"help": "ESM only for samples with t below this (x0 is meaningful)"})
-    esm_decode: str = field(default="vae", metadata={"help": "x0 to pixels: vae (decoder) | latent (per-batch linear fit, low memory)"})
-    clip_model: str = field(default="", metadata={"help": "local CLIP vision model folder for ESM, or 'tiny' (random tiny CLIP, tests)"})
+    esm_decode: str = field(default="vae", metadata={"help": "how x0 and the known cells it is compared with become pixels: vae (decoder) | latent (one per-batch linear latent->RGB fit, low memory)"})
+    esm_embedder: str = field(default="auto", metadata={"help": "image embedding of ESM: clip (--clip-model folder) | colour (parameter-free colour, sharpness and layout statistics, for tiny stacks) | auto (clip when --clip-model is given, colour for base_model=tiny, else an error)"})
+    clip_model: str = field(default="", metadata={"help": "local CLIP vision model folder (transformers) for ESM"})
     sam: bool = field(default=True, metadata={"help": "selective area matching loss; --no-sam for the ablation"})
     lambda_sam: float = field(default=0.5, metadata={"help": "weight of L_sam"})
     sam_region: str = field(default="face", metadata={"help": "gie_core.regions region for SAM masks"})
@@ -89,7 +90,7 @@ class TrainConfig:
     output_dir: str = field(default="runs/instructgie", metadata={"help": "checkpoints, logs, validation images, export"})
     checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints (0: only at the end)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
-    resume: str = field(default="", metadata={"help": "'latest' or a checkpoint folder to continue from"})
+    resume: str = field(default="", metadata={"help": "continue from: 'latest' (the newest checkpoint in output_dir; an error if there is none), 'auto' (the newest if any, else start from scratch) or a checkpoint folder. Without it, an output_dir that holds checkpoints is an error"})
     validate_every: int = field(default=500, metadata={"help": "steps between validations (0: off)"})
     num_validation: int = field(default=4, metadata={"help": "validation samples (loss and image grid)"})
     validation_inference_steps: int = field(default=20, metadata={"help": "sampling steps of validation images (0: loss only)"})
@@ -145,9 +146,10 @@ class TrainConfig:
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")
-        if self.esm and self.lambda_esm > 0 and not self.clip_model:
-            raise ValueError("clip_model is empty but ESM is on: give a local CLIP vision model folder "
-                             "(--clip-model PATH), 'tiny', or turn ESM off with --no-esm")
+        if self.esm and self.lambda_esm > 0:
+            from .embedders import resolve_esm_embedder
+
+            resolve_esm_embedder(self.esm_embedder, self.clip_model, self.base_model)
         if self.train_timesteps:
             self.training_timesteps()
         for name in ("hint_encoder_config", "tiny_unet_config", "tiny_vae_config", "scheduler_config"):

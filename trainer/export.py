@@ -17,13 +17,18 @@ def save_controlnet(model, path: str | os.PathLike, extra_metadata: dict | None 
     from gie_core.models import VMambaControlNetModel
     from gie_core.models.io import save_vmamba_controlnet
 
+    from .checkpoint import share_like_umask
+
     path = Path(path)
     if isinstance(model, VMambaControlNetModel):
-        return save_vmamba_controlnet(model, path, extra_metadata)
+        out = save_vmamba_controlnet(model, path, extra_metadata)
+        share_like_umask(out)  # safetensors writes 0600
+        return out
     folder = path.with_suffix("") if path.suffix == ".safetensors" else path
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
+    share_like_umask(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return folder

@@ -7,22 +7,20 @@ selective area matching (SAM).
   the scheduler's ``prediction_type`` says), weighted 1 on the target cell and ``outside_weight``
   (default 0) on the known cells.
 - ``L_esm = 1 − cos(E(x̂0_target) − E(query_before), mean_i[E(ex_after_i) − E(ex_before_i)])`` with
-  E a frozen CLIP image encoder and x̂0 the clean latent implied by the prediction at the sampled
-  timestep, decoded by the VAE (or by a per-batch linear latent→RGB fit, the low-memory mode). Only
-  samples with ``t < max_timestep`` count: at high noise x̂0 is a blur and its CLIP shift is noise.
+  E a frozen image embedder (``trainer.embedders``: CLIP, or colour statistics for tiny stacks)
+  and x̂0 the clean latent implied by the prediction at the sampled timestep. x̂0 and the known
+  cells it is compared with go through the same decode (the VAE, or one per-batch linear
+  latent→RGB fit, the low-memory mode), so the shift carries no decoder blur. Only samples with
+  ``t < max_timestep`` count: at high noise x̂0 is a blur and its shift is noise.
 - ``L_sam``: the same MSE as ``L_ldm``, weighted by the detail-region mask (faces) of the target,
   so errors there cost extra.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from .embedders import CLIPImageEmbedder  # noqa: F401  (re-exported: trainer.evaluate imports it from here)
 
 
 # --------------------------------------------------------------------------- diffusion helpers
@@ -103,47 +101,6 @@ def esm_loss(pred_emb: torch.Tensor, query_before_emb: torch.Tensor, ex_after_em
         return loss.mean()
     w = weight.float()
     return (loss * w).sum() / w.sum().clamp_min(1e-8)
-
-
-class CLIPImageEmbedder(nn.Module):
-    """Frozen CLIP image encoder: ``[B,3,H,W]`` in 0..1 → projected embeddings ``[B,D]``.
-
-    Gradients flow to the input (ESM needs them), never into the weights."""
-
-    def __init__(self, model: nn.Module, image_size: int | None = None):
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.image_size = int(image_size or model.config.image_size)
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
-
-    @classmethod
-    def from_folder(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> CLIPImageEmbedder:
-        """Loads a local transformers CLIP vision model folder (CLIPVisionModelWithProjection or a
-        full CLIPModel folder, whose vision half is used)."""
-        from transformers import CLIPModel, CLIPVisionModelWithProjection
-
-        path = Path(path)
-        if not (path / "config.json").is_file():
-            raise ValueError(f"CLIP model {path}: expected a local transformers model folder with config.json")
-        cfg = (path / "config.json").read_text()
-        if '"CLIPModel"' in cfg:
-            full = CLIPModel.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
-            model = CLIPVisionModelWithProjection(full.config.vision_config).to(dtype)
-            model.vision_model.load_state_dict(full.vision_model.state_dict())
-            model.visual_projection.load_state_dict(full.visual_projection.state_dict())
-        else:
-            model = CLIPVisionModelWithProjection.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
-        return cls(model)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images: expected [B,3,H,W] in 0..1, got shape {tuple(images.shape)}")
-        x = F.interpolate(images.float(), size=(self.image_size, self.image_size), mode="bicubic",
-                          align_corners=False, antialias=True)
-        x = (x - self.mean) / self.std
-        dtype = next(self.model.parameters()).dtype
-        return self.model(pixel_values=x.to(dtype)).image_embeds.float()
 
 
 def fit_latent_to_rgb(latents: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,17 +1,22 @@
 """The InstructGIE training loop on accelerate.
 
 One optimizer step = ``gradient_accumulation_steps`` micro-batches of ``batch_size`` samples per
-process. Every random draw of a step (noise, timesteps, VAE posterior samples, instruction dropout)
-comes from a generator seeded by ``(seed, step, micro-batch, process)`` and sample ``i`` of the
-dataset depends only on ``(seed, i)``, so a resumed run repeats exactly the losses an uninterrupted
-run would have had: the checkpoint only needs the step, the weights, the optimizer, the LR
-scheduler, the EMA and torch's global RNG (for any dropout).
+process. Sample ``i`` of the dataset depends only on ``(seed, i)``, the sampler hands step ``s`` the
+same global indices whatever the process count (at one global batch), and every random draw for a
+sample (noise, timestep, VAE posterior sample, instruction dropout) comes from a generator seeded
+by ``(seed, i)``. So a resumed run repeats exactly the losses an uninterrupted run would have had
+(the checkpoint only needs the step, the weights, the optimizer, the LR scheduler, the EMA and
+torch's global RNG), and N processes follow the trajectory of one process at the same global batch
+up to floating-point summation order: every loss term is normalised over the global batch.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -26,8 +31,8 @@ from gie_core import control_input
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .embedders import CLIPImageEmbedder, load_esm_embedder, make_random_tiny_clip
 from .losses import (
-    CLIPImageEmbedder,
     diffusion_target,
     esm_loss,
     fit_latent_to_rgb,
@@ -144,19 +149,15 @@ def _new_controlnet(cfg: TrainConfig, unet, latent_factor: int):
 
 
 def make_tiny_clip(seed: int = 0):
-    """A random tiny CLIP vision model (tests and from-scratch tiny stacks: random conv features
-    still measure how an edit moves an image, which is all ESM asks of them)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(seed)
-    return CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        image_size=32, patch_size=8, projection_dim=32))
+    """A randomly initialised tiny CLIP (loader and evaluation plumbing tests; never ESM)."""
+    return make_random_tiny_clip(seed)
 
 
 def load_clip(spec: str, seed: int = 0) -> CLIPImageEmbedder:
+    """A CLIP image embedder from a local folder, or ``'tiny'``: a *random* tiny CLIP, which only
+    the evaluation's plumbing tests use (ESM refuses it: see ``trainer.embedders``)."""
     if spec == "tiny":
-        return CLIPImageEmbedder(make_tiny_clip(seed))
+        return CLIPImageEmbedder(make_random_tiny_clip(seed))
     return CLIPImageEmbedder.from_folder(spec)
 
 
@@ -166,12 +167,48 @@ def step_generator(seed: int, *parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(json.dumps([seed, *parts]).encode()) & 0x7FFFFFFF)
 
 
+class SampleRandom:
+    """The random draws of a micro-batch, one generator per sample seeded by ``(seed, dataset index)``:
+    a sample gets the same noise, timestep and dropout whichever process or micro-batch it lands in.
+    Draws come in a fixed order per sample (dropout, timestep, posterior sample, noise)."""
+
+    def __init__(self, seed: int, indices):
+        self.gens = [step_generator(seed, 101, int(i)) for i in indices]
+
+    def rand(self) -> torch.Tensor:
+        return torch.stack([torch.rand((), generator=g) for g in self.gens])
+
+    def randint(self, high: int) -> torch.Tensor:
+        return torch.stack([torch.randint(0, high, (), generator=g) for g in self.gens])
+
+    def randn(self, shape) -> torch.Tensor:
+        if shape[0] != len(self.gens):
+            raise ValueError(f"randn: batch of {shape[0]} for {len(self.gens)} samples")
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in self.gens])
+
+
+class BatchRandom:
+    """The same interface drawing a whole batch from one generator (validation, tests, benchmarks)."""
+
+    def __init__(self, gen: torch.Generator, batch: int):
+        self.gen, self.b = gen, batch
+
+    def rand(self) -> torch.Tensor:
+        return torch.rand(self.b, generator=self.gen)
+
+    def randint(self, high: int) -> torch.Tensor:
+        return torch.randint(0, high, (self.b,), generator=self.gen)
+
+    def randn(self, shape) -> torch.Tensor:
+        return torch.randn(tuple(shape), generator=self.gen)
+
+
 class StepSampler(torch.utils.data.Sampler):
     """Dataset indices for this process from optimizer step ``start_step`` on.
 
     Index of sample ``j`` of micro-batch ``m`` of step ``s`` on process ``r`` (of ``W``):
-    ``((s·A + m)·W + r)·B + j`` — disjoint across processes, and the same whatever step a run
-    (re)starts from."""
+    ``((s·A + m)·W + r)·B + j`` — disjoint across processes, the same whatever step a run (re)starts
+    from, and for a given global batch ``W·B`` the same set per micro-batch whatever ``W`` is."""
 
     def __init__(self, start_step: int, end_step: int, batch: int, accum: int, world: int, rank: int):
         self.start, self.end, self.b, self.a, self.w, self.r = start_step, end_step, batch, accum, world, rank
@@ -184,6 +221,34 @@ class StepSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return max(0, self.end - self.start) * self.a * self.b
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM only set ``received`` (the signal number); the training loop
+    checkpoints and stops after the current step. A second signal gets the previous handler, so a
+    stuck run can still be interrupted. Outside the main thread (no handlers possible) it is inert."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = 0
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        self.received = self.received or signum
+        signal.signal(signum, self._previous.get(signum) or signal.SIG_DFL)
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.getsignal(s)
+                signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._previous.items():
+            signal.signal(s, h or signal.SIG_DFL)
+        return False
 
 
 class Trainer:
@@ -205,6 +270,7 @@ class Trainer:
     # ---- setup
     def setup(self) -> Trainer:
         cfg, acc = self.cfg, self.acc
+        resume_from = ckpt.resolve(cfg.resume, self.out)  # a bad --resume fails before anything loads
         self.out.mkdir(parents=True, exist_ok=True)
         from .data.dataset import collate
 
@@ -238,7 +304,10 @@ class Trainer:
             sd.unet.enable_gradient_checkpointing()  # grads flow through the frozen UNet's activations too
             if cfg.esm and cfg.esm_decode == "vae":
                 sd.vae.enable_gradient_checkpointing()
-        self.clip = load_clip(cfg.clip_model, cfg.seed).to(self.device) if cfg.esm and cfg.lambda_esm > 0 else None
+        self.esm_embedder = None
+        if cfg.esm and cfg.lambda_esm > 0:
+            self.esm_embedder = load_esm_embedder(cfg.esm_embedder, cfg.clip_model, cfg.base_model).to(self.device)
+            log.info("ESM embedder: %s", type(self.esm_embedder).__name__)
 
         params = [p for m in self.trained.values() for p in m.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer(params)
@@ -264,12 +333,17 @@ class Trainer:
         if self.ema is not None:
             self.ema.to(self.device)
         self.start_step = 0
-        path = ckpt.resolve(cfg.resume, self.out)
+        path = resume_from
         if path is not None:
             state = ckpt.load(path, {n: acc.unwrap_model(m) for n, m in self.wrapped.items()}, self.optimizer,
                               self.lr_scheduler, self.ema)
             self.start_step = int(state["step"])
             log.info("resumed from %s at step %d", path, self.start_step)
+        elif cfg.resume == "auto":
+            log.info("resume=auto: no checkpoint in %s, starting from step 0", self.out)
+        if acc.is_main_process:
+            # What a killed run logged after its last checkpoint is repeated now: drop it.
+            ckpt.trim_jsonl(self.out / "losses.jsonl", self.start_step)
         return self
 
     def _setup_data(self):
@@ -361,6 +435,7 @@ class Trainer:
                  vae.config.scaling_factor)
         if self.acc.is_main_process:
             vae.save_pretrained(done)
+            ckpt.share_like_umask(done)
             (done / "report.json").write_text(json.dumps({
                 "steps": cfg.vae_pretrain_steps, "batch_size": vb, "seconds": round(time.monotonic() - started, 1),
                 "reconstruction_psnr_db": round(psnr, 3), "scaling_factor": vae.config.scaling_factor}, indent=1))
@@ -375,41 +450,53 @@ class Trainer:
         with ctx:
             return te(ids)[0]
 
-    def compute_losses(self, batch: dict, gen: torch.Generator, train: bool = True,
+    @torch.no_grad()
+    def encode_grid(self, grid: torch.Tensor, hint: torch.Tensor, target_mask_latent: torch.Tensor,
+                    rng: SampleRandom | BatchRandom | None) -> torch.Tensor:
+        """Scaled clean latents of a batch: the target cell sampled from the VAE posterior of the full
+        grid, the known cells as the pipeline gives them — the mode of the hint's encoding (the grid
+        with the target blanked). Encoded from the full grid, their latents near the target would
+        carry some of the answer (the encoder sees across cell borders), which the model learns to
+        read during training and never finds at inference. ``rng=None``: the posterior's mode."""
+        vae = self.sd.vae
+        vae_dtype = next(vae.parameters()).dtype
+        post = vae.encode((grid * 2 - 1).to(vae_dtype)).latent_dist
+        target = post.mode().float()
+        if rng is not None:
+            eps = rng.randn(post.mean.shape).to(self.device, post.mean.dtype)
+            target = (post.mean + post.std * eps).float()
+        known = vae.encode((hint[:, :3] * 2 - 1).to(vae_dtype)).latent_dist.mode().float()
+        m = target_mask_latent
+        return (m * target + (1 - m) * known) * vae.config.scaling_factor
+
+    def compute_losses(self, batch: dict, rng: SampleRandom | BatchRandom | torch.Generator, train: bool = True,
                        timesteps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """All loss terms of one micro-batch (``total`` is the weighted sum)."""
+        """All loss terms of one micro-batch (``total`` is the weighted sum). ``rng``: the batch's
+        random draws (a plain generator draws the whole batch from it)."""
         cfg, sd = self.cfg, self.sd
         grid = batch["grid"].to(self.device)
         hint = batch["hint"].to(self.device)
         b = grid.shape[0]
+        if isinstance(rng, torch.Generator):
+            rng = BatchRandom(rng, b)
         texts = list(batch["instruction"])
         if train and cfg.instruction_dropout > 0:
-            drop = torch.rand(b, generator=gen) < cfg.instruction_dropout
+            drop = rng.rand() < cfg.instruction_dropout
             texts = ["" if d else t for d, t in zip(drop.tolist(), texts)]
-        vae_dtype = next(sd.vae.parameters()).dtype
-        f = self.vae_factor
-        tmask = to_latent_mask(batch["target_mask"].to(self.device), f)
-        with torch.no_grad():
-            post = sd.vae.encode((grid * 2 - 1).to(vae_dtype)).latent_dist
-            eps = torch.randn(post.mean.shape, generator=gen).to(self.device, post.mean.dtype)
-            latents = (post.mean + post.std * eps).float() * sd.vae.config.scaling_factor
-            # The known cells as the pipeline gives them: encoded from the grid with the target blanked
-            # (the hint). Encoded from the full grid, their latents near the target would carry some
-            # of the answer (the encoder sees across cell borders), which the model learns to read
-            # during training and never finds at inference.
-            known = sd.vae.encode((hint[:, :3] * 2 - 1).to(vae_dtype)).latent_dist.mode().float()
-            latents = tmask * latents + (1 - tmask) * known * sd.vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=gen).to(self.device)
         n_t = sd.noise_scheduler.config.num_train_timesteps
         if timesteps is None:
             choice = cfg.training_timesteps(n_t)
-            if isinstance(choice, tuple):
-                t = torch.randint(choice[0], choice[1] + 1, (b,), generator=gen)
-            else:
-                t = torch.tensor(choice)[torch.randint(len(choice), (b,), generator=gen)]
+            if isinstance(choice, tuple):  # a range lo..hi
+                t = choice[0] + rng.randint(choice[1] - choice[0] + 1)
+            else:  # a list, repeats weighing more
+                t = torch.tensor(choice)[rng.randint(len(choice))]
         else:
             t = timesteps.cpu()
         t = t.to(self.device)
+        f = self.vae_factor
+        tmask = to_latent_mask(batch["target_mask"].to(self.device), f)
+        latents = self.encode_grid(grid, hint, tmask, rng)
+        noise = rng.randn(latents.shape).to(self.device)
         noisy = sd.noise_scheduler.add_noise(latents, noise, t)
         ctx_emb = self.encode_text(texts)
         cond = control_input.build(hint, batch["target_mask"].to(self.device),
@@ -426,13 +513,24 @@ class Trainer:
         total = out["ldm"]
         if cfg.sam and cfg.lambda_sam > 0:
             rmask = to_latent_mask(batch["region_mask"].to(self.device), f) * tmask
-            out["sam"] = sam_loss(pred, target, rmask)
+            out["sam"] = self._global_sam(pred, target, rmask)
             total = total + cfg.lambda_sam * out["sam"]
-        if self.clip is not None:
+        if self.esm_embedder is not None:
             out["esm"] = self._esm(grid, latents, noisy, pred, t)
             total = total + cfg.lambda_esm * out["esm"]
         out["total"] = total
         return out
+
+    def _global_sam(self, pred, target, rmask) -> torch.Tensor:
+        """SAM normalised by the region area of the *global* batch: each process's share, scaled so
+        that the processes' mean (what DDP averages gradients to) is the one-process loss."""
+        world = self.acc.num_processes
+        if world == 1:
+            return sam_loss(pred, target, rmask)
+        local = rmask.float().sum()
+        area = self.acc.reduce(local.detach().clone(), reduction="sum")
+        per_rank = sam_loss(pred, target, rmask) * local / area.clamp_min(1e-8)
+        return per_rank * world
 
     def _cells(self):
         from gie_core.visual_prompt import GridLayout
@@ -446,40 +544,57 @@ class Trainer:
         if sel.numel() == 0:
             return pred.sum() * 0.0  # stays in the graph, so every process runs the same backward
         cells = self._cells()
-        top, left, h, w = cells["target"]
+
+        def latent_cell(z, name):
+            top, left, h, w = cells[name]
+            return z[..., top // f:(top + h) // f, left // f:(left + w) // f]
+
         x0 = predicted_x0(noisy[sel], pred[sel], t[sel], sd.noise_scheduler)
-        x0_t = x0[..., top // f:(top + h) // f, left // f:(left + w) // f]
+        # x̂0's target cell and the known cells it is compared with take the same road to pixels
+        # (the clean latents the model was given, decoded the same way): otherwise the decoder's
+        # blur or colour error would be part of every "edit direction".
         if cfg.esm_decode == "vae":
             vae_dtype = next(sd.vae.parameters()).dtype
-            img = sd.vae.decode((x0_t / sd.vae.config.scaling_factor).to(vae_dtype)).sample.float()
-            img = ((img + 1) / 2).clamp(0, 1)
+
+            def decode(z):
+                img = sd.vae.decode((z / sd.vae.config.scaling_factor).to(vae_dtype)).sample.float()
+                return ((img + 1) / 2).clamp(0, 1)
         else:
             W, bias = fit_latent_to_rgb(latents, grid)
-            img = latent_to_rgb(x0_t, W, bias)
 
-        def cell(name):
-            tp, lf, hh, ww = cells[name]
-            return grid[sel, :, tp:tp + hh, lf:lf + ww]
+            def decode(z):
+                return latent_to_rgb(z, W, bias)
 
-        e_pred = self.clip(img)
+        k = cfg.k_examples
+        names = ["query"] + [f"example{i}_before" for i in range(k)] + [f"example{i}_after" for i in range(k)]
+        e_pred = self.esm_embedder(decode(latent_cell(x0, "target")))
         with torch.no_grad():
-            k = cfg.k_examples
-            e_q = self.clip(cell("query"))
-            e_a = torch.stack([self.clip(cell(f"example{i}_after")) for i in range(k)], 1)
-            e_b = torch.stack([self.clip(cell(f"example{i}_before")) for i in range(k)], 1)
+            clean = latents[sel]
+            refs = decode(torch.cat([latent_cell(clean, n) for n in names]))
+            e_ref = self.esm_embedder(refs).view(len(names), sel.numel(), -1)
+            e_q, e_b, e_a = e_ref[0], e_ref[1:1 + k].transpose(0, 1), e_ref[1 + k:].transpose(0, 1)
         # Mean over the selected samples, scaled by their share so the term's expected size does not
         # jump with how many samples of a batch fall under the threshold.
         return esm_loss(e_pred, e_q, e_a, e_b) * (sel.numel() / t.numel())
 
     # ---- loop
     def train(self) -> dict:
-        """Runs from the start (or resumed) step to ``max_steps``; exports and returns a summary."""
+        """Runs from the start (or resumed) step to ``max_steps``; exports and returns a summary.
+
+        SIGINT / SIGTERM (a scheduler's plain ``kill``) finish the current step, write a checkpoint
+        and return with ``interrupted`` set (no export); a second signal acts as usual."""
+        with _StopSignals() as signals:
+            return self._train(signals)
+
+    def _train(self, signals: _StopSignals) -> dict:
         from tqdm.auto import tqdm
 
         cfg, acc = self.cfg, self.acc
         if acc.is_main_process:
+            # purge_step: TensorBoard drops what a killed run logged after the checkpoint resumed from.
             acc.init_trackers("instructgie", config={k: v for k, v in cfg.to_dict().items()
-                                                     if isinstance(v, (int, float, str, bool))})
+                                                     if isinstance(v, (int, float, str, bool))},
+                              init_kwargs={"tensorboard": {"purge_step": self.start_step}})
         sampler = StepSampler(self.start_step, cfg.max_steps, cfg.batch_size, cfg.gradient_accumulation_steps,
                               acc.num_processes, acc.process_index)
         loader = torch.utils.data.DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler,
@@ -488,26 +603,26 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.start_step, desc="training",
                    disable=not (cfg.progress and acc.is_main_process))
         t0 = time.monotonic()
-        losses_file = self.out / "losses.jsonl"
         step = self.start_step
         params = [p for m in self.wrapped.values() for p in m.parameters() if p.requires_grad]
-        stopped_early = False
+        stopped_early, interrupted = False, None
         while step < cfg.max_steps:
-            accum: dict[str, float] = {}
+            accum: dict[str, torch.Tensor] = {}
             for micro in range(cfg.gradient_accumulation_steps):
                 batch = next(it)
-                gen = step_generator(cfg.seed, step, micro, acc.process_index)
-                sync = micro == cfg.gradient_accumulation_steps - 1
-                ctx = nullcontext() if sync else acc.no_sync(self.wrapped["controlnet"])
-                with ctx:
-                    losses = self.compute_losses(batch, gen)
+                rng = SampleRandom(cfg.seed, batch["index"].tolist())
+                with contextlib.ExitStack() as no_sync:
+                    if micro < cfg.gradient_accumulation_steps - 1:  # gradients are averaged once per step
+                        for m in self.wrapped.values():
+                            no_sync.enter_context(acc.no_sync(m))
+                    losses = self.compute_losses(batch, rng)
                     if not torch.isfinite(losses["total"]):
                         raise FloatingPointError(f"step {step}: loss is {losses['total'].item()} "
                                                  f"(terms: { {k: v.item() for k, v in losses.items()} }); "
                                                  "lower the learning rate or use bf16 instead of fp16")
                     acc.backward(losses["total"] / cfg.gradient_accumulation_steps)
                 for k, v in losses.items():
-                    accum[k] = accum.get(k, 0.0) + v.item() / cfg.gradient_accumulation_steps
+                    accum[k] = accum.get(k, 0.0) + v.detach().float() / cfg.gradient_accumulation_steps
             if cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(params, cfg.max_grad_norm)
             self.optimizer.step()
@@ -516,31 +631,60 @@ class Trainer:
             if self.ema is not None:
                 self.ema.step(params)
             step += 1
-            rec = {"step": step, **{k: round(v, 8) for k, v in accum.items()}, "lr": self.lr_scheduler.get_last_lr()[0]}
+            rec = {"step": step, **self._global_means(accum), "lr": self.lr_scheduler.get_last_lr()[0]}
             self.history.append(rec)
-            if acc.is_main_process:
-                with losses_file.open("a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    acc.log({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=step)
+            self._log_step(rec)
             bar.update(1)
-            bar.set_postfix(loss=f"{accum['total']:.4f}")
+            bar.set_postfix(loss=f"{rec['total']:.4f}")
             if cfg.validate_every and step % cfg.validate_every == 0:
                 self.validate(step)
             out_of_time = cfg.time_limit_minutes > 0 and time.monotonic() - t0 > cfg.time_limit_minutes * 60
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps or out_of_time:
-                self.save_checkpoint(step, accum["total"])
+            # Every process must stop at the same step: a signal (or the clock) may reach one first.
+            stop = self._agree_max(100 + signals.received if signals.received else int(out_of_time))
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps or stop:
+                self.save_checkpoint(step, rec["total"])
             if self.on_step is not None:
                 self.on_step(step, rec)
-            if out_of_time:
+            if stop > 1:
+                interrupted = signal.Signals(stop - 100).name
+                log.warning("%s received: checkpoint written at step %d; continue with --resume latest",
+                            interrupted, step)
+                break
+            if stop == 1:
                 log.info("time limit of %.1f minutes reached at step %d", cfg.time_limit_minutes, step)
                 stopped_early = True
                 break
         bar.close()
-        export = self.export() if acc.is_main_process else None
+        export = self.export() if acc.is_main_process and interrupted is None else None
         acc.end_training()
-        return {"steps": step, "stopped_early": stopped_early, "history": self.history, "export": export,
-                "data": self.report.to_dict(), "bad_images_during_training": sorted(self.train_set.bad)}
+        return {"steps": step, "stopped_early": stopped_early, "interrupted": interrupted, "history": self.history,
+                "export": export, "data": self.report.to_dict(),
+                "bad_images_during_training": sorted(self.train_set.bad)}
+
+    def _global_means(self, accum: dict[str, torch.Tensor]) -> dict[str, float]:
+        """This step's loss terms averaged over all processes (the global batch's losses)."""
+        names = sorted(accum)
+        vals = torch.stack([torch.as_tensor(accum[k], dtype=torch.float32) for k in names]).to(self.device)
+        if self.acc.num_processes > 1:
+            vals = self.acc.reduce(vals, reduction="mean")
+        return {k: round(float(v), 8) for k, v in zip(names, vals.cpu().tolist())}
+
+    def _agree_max(self, value: int) -> int:
+        """The largest ``value`` over all processes (each process's own when alone)."""
+        if self.acc.num_processes == 1:
+            return int(value)
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
+
+    def _log_step(self, rec: dict) -> None:
+        """Appends ``rec`` to ``losses.jsonl`` and TensorBoard (main process only)."""
+        if not self.acc.is_main_process:
+            return
+        with (self.out / "losses.jsonl").open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        if rec["step"] % self.cfg.log_every == 0 or rec["step"] == self.cfg.max_steps:
+            self.acc.log({f"train/{k}": v for k, v in rec.items() if k != "step"}, step=rec["step"])
 
     def save_checkpoint(self, step: int, last_loss: float):
         self.acc.wait_for_everyone()
@@ -604,6 +748,7 @@ class Trainer:
             scheduler=DDIMScheduler.from_config(self.sd.noise_scheduler.config), safety_checker=None,
             feature_extractor=None, requires_safety_checker=False)
         pipe.save_pretrained(str(folder), safe_serialization=True)
+        ckpt.share_like_umask(folder)
 
 
 def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> dict:
