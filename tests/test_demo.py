@@ -62,7 +62,7 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
     return rc, out, err
 
 
-CASES = ("flip_horizontal", "sepia_sepia")
+CASES = ("colour_matrix", "sepia")
 
 
 def test_demo_writes_edits_sheet_and_record(tiny_stack, tmp_path, capsys):
@@ -82,7 +82,7 @@ def test_demo_writes_edits_sheet_and_record(tiny_stack, tmp_path, capsys):
         assert c["instruction"] == manifest[c["name"]]["instruction"]
         assert c["instruction_used"] == unify(c["instruction"])
     edits = [_png(out / f"{name}_edit.png") for name in CASES]
-    assert all(e.shape == (64, 64, 3) for e in edits)
+    assert all(e.shape == (32, 32, 3) for e in edits)
     assert "sheet:" in stdout
 
     # The sheet: header, then per case a caption band and five cells in the documented order;
@@ -110,9 +110,9 @@ def test_demo_is_reproducible_by_seed(tiny_stack, tmp_path, capsys):
     runs = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         rc, _, _ = _run(capsys, "--model", tiny_stack, "--out", tmp_path / name, "--steps", 2, "--seed", seed,
-                        "--device", "cpu", "--case", "invert_colors")
+                        "--device", "cpu", "--case", "invert")
         assert rc == 0
-        runs[name] = _png(tmp_path / name / "invert_colors_edit.png")
+        runs[name] = _png(tmp_path / name / "invert_edit.png")
     np.testing.assert_array_equal(runs["a"], runs["b"])
     assert np.abs(runs["a"].astype(int) - runs["c"].astype(int)).mean() > 1.0
 
@@ -128,7 +128,7 @@ def test_missing_models_and_bad_options_are_one_line_errors(tmp_path, capsys, mo
     rc, _, err = _run(capsys)
     assert rc == 2 and err.count("\n") == 1 and "instructgie-train --preset demo_default" in err
     rc, _, err = _run(capsys, "--case", "no_such_case")
-    assert rc == 2 and "flip_horizontal" in err
+    assert rc == 2 and "colour_matrix" in err
     rc, _, err = _run(capsys, "--steps", 0)
     assert rc == 2 and "--steps" in err
 
@@ -149,30 +149,26 @@ SHIPPED = demo_cli.DEFAULT_MODEL
 
 
 @pytest.mark.skipif(not (SHIPPED / "controlnet.safetensors").is_file(), reason="the bundled model is not installed")
-def test_shipped_model_is_small_safe_and_beats_an_untrained_stack(tiny_stack, tmp_path, capsys):
+def test_shipped_model_is_small_safe_and_edits_better_than_copying(tmp_path, capsys):
     files = [p for p in SHIPPED.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 30 * 2**20
     weights = [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
     assert not weights, f"pickle weights shipped: {weights}"
     assert any(p.suffix == ".safetensors" for p in files)
 
-    # An honest, modest bar (see docs/demo.md: the bundled model does not yet edit well): after its
-    # training, its edits are closer to the ground truth than those of the same-shaped random stack.
-    # PSNR is computed here from the PNGs, not taken from the command's record.
-    cases = {c["name"]: c for c in demo_cli._load_manifest()}
-    names = ("flip_horizontal", "grayscale_gray")
+    # The bundled seen cases, at the model's own settings: its edits are closer to the ground truth
+    # than the unedited query is (the copy baseline), on average by at least 2 dB. PSNR is computed
+    # here from the PNGs, not taken from the command's record.
+    seen = [c for c in demo_cli._load_manifest() if c["seen"]]
+    rc, _, _ = _run(capsys, "--out", tmp_path / "shipped", "--device", "cpu", *[a for c in seen for a in ("--case", c["name"])])
+    assert rc == 0
 
-    def mean_psnr(model_args, out):
-        rc, _, _ = _run(capsys, *model_args, "--out", out, "--steps", 10, "--device", "cpu",
-                        *[a for n in names for a in ("--case", n)])
-        assert rc == 0
-        values = []
-        for n in names:
-            edit = _png(out / f"{n}_edit.png") / 255.0
-            truth = _png(demo_cli.DEMO_INPUTS / cases[n]["ground_truth"]) / 255.0
-            values.append(10 * np.log10(1.0 / np.mean((edit - truth) ** 2)))
-        return float(np.mean(values))
+    def psnr(a, b):
+        return 10 * np.log10(1.0 / np.mean((a - b) ** 2))
 
-    trained = mean_psnr([], tmp_path / "shipped")
-    untrained = mean_psnr(["--model", tiny_stack], tmp_path / "random")
-    assert trained > untrained + 2.0, (trained, untrained)
+    model, copy = [], []
+    for c in seen:
+        truth = _png(demo_cli.DEMO_INPUTS / c["ground_truth"]) / 255.0
+        model.append(psnr(_png(tmp_path / "shipped" / f"{c['name']}_edit.png") / 255.0, truth))
+        copy.append(psnr(_png(demo_cli.DEMO_INPUTS / c["query"]) / 255.0, truth))
+    assert np.mean(model) > np.mean(copy) + 2.0, (model, copy)
