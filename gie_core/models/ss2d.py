@@ -166,12 +166,13 @@ class MLP(nn.Module):
 
 class VSSBlock(nn.Module):
     """VMamba's visual state-space block on channels-last ``(B, H, W, C)``:
-    ``x + SS2D(LN(x))``, then ``x + MLP(LN(x))`` when ``mlp_ratio > 0`` (pre-norm, as VMamba v2)."""
+    ``x + SS2D(LN(x))``, then ``x + MLP(LN(x))`` when ``mlp_ratio > 0`` (pre-norm, as VMamba v2).
+    ``mixer`` replaces SS2D by another channels-last token mixer (the encoder's conv ablation)."""
 
-    def __init__(self, dim: int, mlp_ratio: float = 4.0, **ss2d_kwargs):
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, mixer: nn.Module | None = None, **ss2d_kwargs):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.op = SS2D(dim, **ss2d_kwargs)
+        self.op = mixer if mixer is not None else SS2D(dim, **ss2d_kwargs)
         if mlp_ratio < 0:
             raise ValueError(f"VSSBlock: mlp_ratio must be >= 0, got {mlp_ratio}")
         self.mlp = None

@@ -249,21 +249,6 @@ class LocalMixer(nn.Module):
         return self.out_proj(x)
 
 
-class ConvBlock(VSSBlock):
-    """The VSS block (pre-norm mixer + MLP, channels-last) with :class:`LocalMixer` for SS2D."""
-
-    def __init__(self, dim: int, mlp_ratio: float, ssm_ratio: float, kernel: int):
-        nn.Module.__init__(self)
-        self.norm = nn.LayerNorm(dim)
-        self.op = LocalMixer(dim, max(1, int(dim * ssm_ratio)), kernel)
-        self.mlp = None
-        if mlp_ratio > 0:
-            from .ss2d import MLP
-
-            self.norm2 = nn.LayerNorm(dim)
-            self.mlp = MLP(dim, int(dim * mlp_ratio))
-
-
 class VMambaStage(nn.Module):
     """Optional downsample, then ``depth`` VSS (or conv-ablation) blocks (channels-last)."""
 
@@ -271,7 +256,8 @@ class VMambaStage(nn.Module):
         super().__init__()
         self.downsample = Downsample(dim_in, dim) if downsample else None
         if cfg.block == "conv":
-            blocks = [ConvBlock(dim, cfg.mlp_ratio, cfg.ssm_ratio, cfg.conv_kernel) for _ in range(depth)]
+            blocks = [VSSBlock(dim, cfg.mlp_ratio, mixer=LocalMixer(dim, max(1, int(dim * cfg.ssm_ratio)), cfg.conv_kernel))
+                      for _ in range(depth)]
         else:
             blocks = [VSSBlock(dim, mlp_ratio=cfg.mlp_ratio, variant=cfg.ssm_variant, d_state=cfg.d_state,
                                ssm_ratio=cfg.ssm_ratio, dt_rank=cfg.dt_rank, d_conv=cfg.d_conv,
