@@ -83,6 +83,7 @@ def test_dataset_items_and_determinism():
     ("incontext:families=invert+blurry", "unknown families"),
     ("incontext:colour=1", "unknown key 'colour'"),
     ("incontext:size", "expected key=value"),
+    ("incontext:edits=many", "edits must be a number, got 'many'"),
 ])
 def test_bad_specs_name_the_problem(spec, match):
     with pytest.raises(ValueError, match=match):

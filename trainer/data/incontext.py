@@ -326,6 +326,11 @@ class InContextSpec:
             if "=" not in part:
                 raise ValueError(f"incontext spec {spec!r}: expected key=value items, got {part!r}")
             k, v = (s.strip() for s in part.split("=", 1))
+            if k in ("size", "seed", "edits", "pairs", "generic"):
+                try:
+                    float(v) if k == "generic" else int(v)
+                except ValueError:
+                    raise ValueError(f"incontext spec {spec!r}: {k} must be a number, got {v!r}") from None
             if k in ("size", "seed", "edits", "pairs"):
                 setattr(out, k, int(v))
             elif k == "split":
