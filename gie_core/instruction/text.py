@@ -1,0 +1,224 @@
+"""Text normalisation for the rules backend: :func:`clean` (whole instructions) and
+:func:`entity` (noun phrases), with plurals and pronouns. Pure Python, cached, idempotent."""
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+from .grammar import is_plural
+from .lexicon import LEX, alternation, lemma, number_word, parts_of_speech
+
+# ----------------------------------------------------------------------------------------------
+# Cleaning (idempotent: clean(clean(x)) == clean(x))
+
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u201c": '"',
+                         "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u00a0": " "})
+_WS = re.compile(r"\s+")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,;:.!?。、，！？])")
+_REPEATED_PUNCT = re.compile(r"([,;:.!?])[,;:.!?]+")
+_POLITE_PREFIX = re.compile(rf"^{alternation(LEX['politeness_prefixes'])}\b[\s,]*")
+_POLITE_SUFFIX = re.compile(rf"[\s,]*\b{alternation(LEX['politeness_suffixes'])}$")
+_EDGE_PUNCT = "\"'.,;:!?()[]{}…。、，！？ "
+# Symbols users type for words; replaced before anything else reads the text.
+_SYMBOLS = ((re.compile(r"(\d)\s*°"), r"\1 degrees"), (re.compile(r"\s&\s"), " and "),
+            (re.compile(r"\bb&w\b"), "black and white"))
+
+
+def _is_edge_char(ch: str) -> bool:
+    # Punctuation and symbols (emoji) at the edges are not part of an instruction.
+    cat = unicodedata.category(ch)
+    return ch in _EDGE_PUNCT or cat.startswith("P") or cat in ("So", "Sk", "Cf")
+
+
+def _strip_edges(text: str) -> str:
+    while text and _is_edge_char(text[0]):
+        text = text[1:]
+    while text and _is_edge_char(text[-1]):
+        text = text[:-1]
+    return text
+
+
+def _normalise(text: str) -> str:
+    text = unicodedata.normalize("NFC", text).translate(_QUOTES).lower()
+    for pattern, repl in _SYMBOLS:
+        text = pattern.sub(repl, text)
+    text = _WS.sub(" ", text).strip()
+    text = _REPEATED_PUNCT.sub(r"\1", text)
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def clean(text: str) -> str:
+    """Lower-case, Unicode NFC, one space between words, no edge punctuation or emoji, no
+    politeness or filler at the edges. Language-neutral: non-English text is only lower-cased and
+    trimmed. Idempotent: clean(clean(x)) == clean(x)."""
+    text = _normalise(text)
+    for _ in range(64):  # each pass only removes characters, so this converges fast
+        new = _strip_edges(text)
+        new = _POLITE_PREFIX.sub("", new)
+        new = _POLITE_SUFFIX.sub("", new)
+        new = _strip_edges(new).strip()
+        if new == text:
+            break
+        text = new
+    again = _normalise(text)
+    return text if again == text else clean(again)
+
+
+# ----------------------------------------------------------------------------------------------
+# Noun phrases
+
+IMAGE_WORDS = LEX["image_words"]
+_IMAGE_RE = re.compile(rf"^(?:(?:the|this|that|my|your|our|whole|entire|full|overall)\s+)*"
+                       rf"{alternation(IMAGE_WORDS)}$")
+
+
+def is_image(np: str) -> bool:
+    """'it', 'the whole picture', 'this photo' …: the whole image, not a thing in it."""
+    return bool(_IMAGE_RE.match(np.strip()))
+
+
+_IRREGULAR_PLURALS = {"man": "men", "woman": "women", "person": "people", "child": "children",
+                      "mouse": "mice", "goose": "geese", "tooth": "teeth", "foot": "feet",
+                      "leaf": "leaves", "knife": "knives", "wolf": "wolves", "shelf": "shelves",
+                      "life": "lives", "wife": "wives", "half": "halves", "loaf": "loaves",
+                      "calf": "calves", "thief": "thieves", "scarf": "scarves"}
+_SAME_PLURAL = frozenset("sheep fish deer police".split())
+
+
+def pluralise(noun_phrase: str) -> str:
+    """``shape`` -> ``shapes``, ``red box`` -> ``red boxes``, ``woman`` -> ``women``: the head
+    (last word) takes the English plural; already-plural phrases are returned unchanged."""
+    words = noun_phrase.split()
+    if not words or is_plural(noun_phrase) or words[-1] in _SAME_PLURAL:
+        return noun_phrase
+    head = words[-1]
+    if head in _IRREGULAR_PLURALS:
+        head = _IRREGULAR_PLURALS[head]
+    elif head.endswith(("s", "x", "z", "ch", "sh")):
+        head += "es"
+    elif head.endswith("y") and len(head) > 1 and head[-2] not in "aeiou":
+        head = head[:-1] + "ies"
+    else:
+        head += "s"
+    return " ".join(words[:-1] + [head])
+
+
+_ARTICLE = re.compile(r"^(?:a|an|the|some|this|that|these|those|any|all(?: of)?|every|each|one of the)\s+"
+                      r"(?!(?:few|couple|lot|bunch|pair|little|bit|dozen)\b)")
+_BARE_DETERMINERS = frozenset("a an the some this that these those any all every each".split())
+_IMG_NOUNS = alternation(w for w in IMAGE_WORDS if w not in ("it", "this", "that", "one", "thing"))
+_ENTITY_TRAILERS = re.compile(
+    rf"(?:\s+(?:from|in|of|out of|off|on) (?:the |this |my )?(?:whole |entire )?{_IMG_NOUNS}"
+    r"|\s+(?:out|off|away|again|entirely|completely|altogether|as well|please|now|instead|in it|"
+    r"there|here|somewhere|in there|in here))+$")
+_EVERY = re.compile(r"^(?:each and every|every one of the|each one of the|each of the|every single|"
+                    r"every|each)\s+(?!other\b|one\b)")
+_ALL = re.compile(r"^(?:all|both)(?: of)?(?: the)?\s+")
+_POSTURE = re.compile(rf"\s+{alternation(LEX['posture_words'])}(?=\s+(?:on|in|at|by|next|beside|"
+                      r"near|under|over|above|behind|in front|inside|to|from|around)\b|$)")
+_LOCATOR_ALIASES = tuple((re.compile(rf"\b{re.escape(k)}\b"), v)
+                         for k, v in sorted(LEX["locator_aliases"].items(), key=lambda kv: -len(kv[0])))
+_PHRASE_SYNONYMS = tuple((re.compile(rf"\b{re.escape(k)}\b"), v)
+                         for k, v in sorted(LEX["phrase_synonyms"].items(), key=lambda kv: -len(kv[0])))
+_SIDE_ADJ = re.compile(rf"^{alternation(LEX['side_adjectives'])}\s+(\S.*)$")
+_PRONOUNS = LEX["pronouns"]
+_POSSESSIVE = re.compile(r"^(his|her|their|its)\s+(\S.*)$")
+_EXTRA = re.compile(r"^(\S+)\s+(?:extra|additional|more)\s+")
+
+
+def resolve_pronoun(word: str) -> str:
+    """'him' → 'man', 'her' → 'woman' (the referent the instruction most likely means when it
+    names nobody else); other words unchanged."""
+    return _PRONOUNS.get(word, word)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def entity(text: str) -> str:
+    """Normalise a noun phrase: no leading article/demonstrative, no 'from the picture' tail, no
+    posture words ('the cat sitting on the sofa' → 'cat on the sofa'), one spelling of a locator
+    ('on the left side' → 'on the left'), numbers as words, pronouns resolved ('him' → 'man',
+    'his hat' → "man's hat"). Quantifiers carry no article: 'all the shapes', 'every shape',
+    'both shapes' all become 'shapes' (a possessive after every/each is kept, later refused)."""
+    text = _ENTITY_TRAILERS.sub("", text.strip())
+    if re.match(r"^(?:each|one) another$|^each other$", text):
+        return text  # reciprocal pronouns, not quantified things: refused by valid_entity
+    m = _EVERY.match(text)
+    if m:
+        rest = text[m.end():].strip()
+        if not rest or "'" in rest or re.search(r"\b(?:of|in|on|with|from)\b", rest):
+            return text  # "every man's hat": no safe plural; valid_entity refuses it
+        return pluralise(entity(rest))
+    text = _ALL.sub("", text)
+    prev = None
+    while prev != text:
+        prev = text
+        text = _ARTICLE.sub("", text).strip()
+    if text in _BARE_DETERMINERS:
+        return ""
+    for pattern, repl in _LOCATOR_ALIASES + _PHRASE_SYNONYMS:
+        text = pattern.sub(repl, text)
+    text = _POSTURE.sub("", text)
+    m = _SIDE_ADJ.match(text)
+    if m and len(m.group(1).split()) <= 2:  # "the left man" -> "man on the left"
+        text = f"{m.group(1)} {LEX['side_adjectives'][text.split()[0]]}"
+    words = text.split()
+    if words:
+        words[0] = number_word(words[0])
+        text = " ".join(words)
+        m = _EXTRA.match(text)
+        if m and (m.group(1) in LEX["numbers"] or m.group(1).isdigit()):
+            text = f"{m.group(1)} more {text[m.end():]}"
+    if text in _PRONOUNS and text not in ("his", "hers", "its"):
+        return _PRONOUNS[text]
+    m = _POSSESSIVE.match(text)
+    if m and m.group(1) in _PRONOUNS:
+        return f"{_PRONOUNS[m.group(1)]}'s {m.group(2)}"
+    return text
+
+
+_NOT_ENTITY = frozenset("nothing anything everything none something changes change edits "
+                        "modifications it's its".split()) | {"each other", "one another"}
+_BAD_LAST_WORD = frozenset("more less very too so much quite really extra even not or and then "
+                           "with into look looks seem seems appear appears be feel is are a an the "
+                           "to of in on at for from by as was were next instead rather".split())
+_NEGATION = re.compile(r"\b(?:not|never|don't|dont|doesn't|no longer|without|neither|nor|n't)\b")
+_ING_NOUNS = frozenset("king ring wing string building painting clothing ceiling swing spring "
+                       "thing morning evening earring sibling darling pudding railing".split())
+
+
+def valid_entity(text: str) -> bool:
+    """A noun phrase we are willing to carry into a canonical clause. Rejecting here makes the
+    clause unparsed, which is always safe: the cleaned input comes back."""
+    if not text or len(text) > 80 or re.search(r"[;,.!?:\"()\[\]{}]", text) or text in _NOT_ENTITY:
+        return False
+    words = text.split()
+    if len(words) > 7 or words[-1] in _BAD_LAST_WORD or _NEGATION.search(text):
+        return False
+    if len(words) > 1 and any(w in ("it", "this", "that", "i", "you", "we", "there", "he", "she",
+                                     "they", "me", "us", "him", "them") for w in words):
+        return False
+    if words[0] in ("every", "each", "all", "both", "only", "just", "also", "please", "make",
+                    "turn", "change", "add", "remove", "replace", "and", "or", "but", "to", "of",
+                    "with", "be", "is", "are", "should", "would", "could", "can", "will", "do",
+                    "in", "on", "at", "into", "onto", "from", "for", "by", "as", "like", "than",
+                    "so", "if", "not", "no", "very", "too", "where", "when", "how", "what", "who",
+                    "which", "while", "because", "let", "have", "get", "give", "put"):
+        return False
+    if re.search(r"\b(?:is|are|was|were|be|been|should|would|could|can|will|shall|must|do|does|"
+                 r"did|want|like|need|i|you|we|me|please|make|turn|change|and|but|or|then|look|"
+                 r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b", text):
+        return False
+    last = words[-1]
+    if parts_of_speech(last) == {"VERB"} and last not in LEX["garments"] and \
+            lemma(last, "VERB") != last:
+        return False  # "the picture cropped", "the statue made": a verb form, not a noun
+    return not (words[0].endswith("ing") and words[0] not in _ING_NOUNS)
+
+
+def head(np: str) -> str:
+    """The head noun: the last word before any prepositional phrase ('man on the left' → 'man')."""
+    core = re.split(r"\s+(?:on|in|at|of|with|from|next to|near|by|behind|under|above)\s+", np, maxsplit=1)[0]
+    words = core.split()
+    return words[-1] if words else ""
