@@ -144,6 +144,8 @@ def h_remove(x: str, **_) -> Edit | None:
 
 
 def h_background(v: str, **_) -> Edit | None:
+    if strip_look(v) in ("blurry", "blurred", "out of focus", "blurrier", "soft", "bokeh"):
+        return Edit("transform", target="background", value="blur")
     val = background_value(v)
     return Edit("background", value=val) if val else None
 
@@ -337,7 +339,7 @@ _DEGREED = ("brighter", "darker", "increase contrast", "decrease contrast", "inc
 
 def _image_level(v: str) -> Edit | None:
     """'brighter', 'a little brighter', 'much more saturated', 'blurry' … of the whole image."""
-    deg, core = degree(strip_look(v))
+    deg, core = degree(re.sub(r"^(?:have|with|get)\s+", "", strip_look(v)))
     core = re.sub(r"^(?:more )(?=(?:saturated|colou?rful|vibrant|vivid|contrasty|exposed)$)", "more ", core)
     value = _LEVELS.get(core)
     if value is None and deg == "":
@@ -658,6 +660,13 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
         return h_background(v)
     if entity(x) in ("weather", "season", "time of day", "time", "lighting", "style", "art style"):
         return None if strict else h_change(x, v)
+    if entity(x) in _QUALITIES:  # "make the contrast higher", "the saturation a little lower"
+        d, core = degree(strip_look(v))
+        up = {"higher": True, "stronger": True, "more": True, "increased": True, "lower": False,
+              "weaker": False, "less": False, "reduced": False, "decreased": False}.get(core)
+        if up is None:
+            return None
+        return h_quality("increase" if up else "decrease", entity(x), deg="a little" if d else "")
     owner = hair_owner(x)
     if owner is not None:
         hv = hair_value(v)
@@ -674,7 +683,7 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     if m and (v.startswith(("wear", "dress", "put on")) or is_garment(entity(m.group(1)))):
         g = entity(m.group(1))
         return Edit("clothing", target=target, value=g) if valid_entity(g) else None
-    m = re.match(r"^(?:have|has|with|get|grow)\s+(.+)$", v)
+    m = re.match(r"^(?:have|has|with|get|grow)\s+((?:an?|some|the|\w+ hair)\b.*)$", v)
     if m and not strict:
         return _give(x, m.group(1))
     mat = material_value(v)
@@ -766,15 +775,19 @@ FRAMES: tuple[Frame, ...] = (
           lambda deg="", **_: _image_level(f"{deg} brighter")),
     Frame("transform", "darken [<img>] [{deg:degree}]", lambda deg="", **_: _image_level(f"{deg} darker")),
     Frame("transform", "(make|render|get) <img> {v}", lambda v, **_: _image_level(v)),
-    Frame("transform", "(make|render) [the] <colour> [of <img>] {v}",
-          lambda v, **_: _image_level(v) if v in ("warmer", "cooler", "inverted") else None),
-    Frame("transform", "{direction:up} [the] {q:quality} [(of|in|on) <img>] [{deg:degree}]", h_quality),
-    Frame("transform", "{direction:down} [the] {q:quality} [(of|in|on) <img>] [{deg:degree}]", h_quality),
+    Frame("transform", "(make|render) [the] <colour> [of <img>] {v}", lambda v, **_: _image_level(v)),
+    Frame("transform", "{direction:up} [(the|more|extra|some)] {q:quality} [(of|in|on|to) <img>] [{deg:degree}]",
+          h_quality),
+    Frame("transform", "{direction:down} [(the|some)] {q:quality} [(of|in|on) <img>] [{deg:degree}]", h_quality),
     Frame("transform", "{direction:up} <img>'s {q:quality} [{deg:degree}]", h_quality),
     Frame("transform", "{direction:down} <img>'s {q:quality} [{deg:degree}]", h_quality),
     Frame("transform", "(zoom|zoom way|punch) {direction:zoomdir} [(on|of|from|to|into|at|onto)] [<img>] "
           "[(a bit|a little|slightly)]", h_zoom),
     Frame("transform", "zoom <img> {direction:zoomdir}", h_zoom),
+    Frame("transform", "(warm|warm up|heat up) [the] [(colors|colours|tones|white balance)] [(of|in) <img>] [<img>]",
+          const("transform", "warmer")),
+    Frame("transform", "(cool|cool down|cool off) [the] [(colors|colours|tones|white balance)] [(of|in) <img>] "
+          "[<img>]", const("transform", "cooler")),
     Frame("transform", "(crop|trim) [<img>] [(to|into|as)] [a] square [(shape|format|aspect ratio)]",
           const("transform", "crop square")),
     Frame("transform", "make <img> [a] square [crop]", const("transform", "crop square")),
@@ -879,6 +892,7 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("participle with rest", "{m:make} {x} {p:vbn} {rest}", "{p} {x} {rest}"),
     Rewrite("caption participle", "{x} {p:vbn} [{rest}]", "{p} {x} {rest}"),
     Rewrite("participle caption", "{p:vbn} {rest}", "{p} {rest}"),
+    Rewrite("adverb participle caption", "{d} {p:vbn} [{rest}]", "{p} {rest} {d}"),
     Rewrite("is", "{x} (is|are|'s|looks|look|seems|appears) [now] {v}", "make {x} {v}"),
     Rewrite("but", "{x}, (but|only|just|except|now|yet|and) [make it] {v}", "make {x} {v}"),
     Rewrite("comma", "{x}, {v}", "make {x} {v}"),
@@ -898,10 +912,19 @@ def _caption_with(x: str, y: str, rel: str | None = None, **_) -> Edit | None:
     return None
 
 
+def _caption_without(p: str, x: str, **_) -> Edit | None:
+    """'the sofa without the cat' → remove the cat; 'the man without his hat' / 'him without a
+    beard' → remove the man's hat / beard (what a person wears or grows is theirs)."""
+    owner, thing = ent(resolve_pronoun(p)), entity(x)
+    if owner and is_being(owner) and (is_garment(thing) or head(thing) in LEX["facial_hair"]) \
+            and "'s" not in thing:
+        return h_remove(f"{owner}'s {thing}")
+    return h_remove(x)
+
+
 CAPTIONS: tuple[Frame, ...] = (
     Frame("remove", "(no|without|minus|sans|lose|bye|bye bye) [more] [the] {x}", h_remove),
-    Frame("remove", "{p} (without|with no|minus|sans|free of|but without|with the|minus the) {x}",
-          lambda p, x, **_: h_remove(x) if not re.match(r"^(?:an?|some)\b", x) else None),
+    Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
     Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),
     Frame("add", "{x} with {y} {rel:rel} (it|him|her|them)", _caption_with),
     Frame("clothing", "{x} with {y}", _caption_with),
@@ -912,9 +935,8 @@ CAPTIONS: tuple[Frame, ...] = (
           if v == "square" else None),
     Frame("transform", "[a] vignette [(effect|filter)] [(on|to|around|in|over) {anything}]",
           const("transform", "vignette")),
-    Frame("transform", "{v} <img>", lambda v, **_: _image_level(v)),
-    Frame("transform", "{v} <colour>", lambda v, **_: _image_level(v) if v in ("inverted", "warmer", "cooler")
-          else None),
+    Frame("transform", "{v} <img>", lambda v, **_: _image_level(v) or classify_global(v)),
+    Frame("transform", "{v} <colour>", lambda v, **_: _image_level(v)),
     Frame("transform", "{v}", lambda v, **_: _image_level(v) if re.match(
         r"^(?:more|less|higher|lower|high|low|much|a|slightly) ", v) else None),
     Frame("background", "{v} (background|backdrop|bg)", h_background),

@@ -178,6 +178,8 @@ def entity(text: str) -> str:
     return text
 
 
+_NOUN_WORDS = (LEX["garments"] | LEX["beings"] | LEX["scenes"] | LEX["facial_hair"] | LEX["styles"]
+               | frozenset(LEX["materials"]) | frozenset(LEX["pronouns"].values()))
 _NOT_ENTITY = frozenset("nothing anything everything none something changes change edits "
                         "modifications it's its".split()) | {"each other", "one another"}
 _BAD_LAST_WORD = frozenset("more less very too so much quite really extra even not or and then "
@@ -211,6 +213,9 @@ def valid_entity(text: str) -> bool:
                  r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b", text):
         return False
     last = words[-1]
+    pos = parts_of_speech(last.removesuffix("'s"))
+    if pos and not pos & {"NOUN", "PROPN", "NUM"} and last not in _NOUN_WORDS and not last.isdigit():
+        return False  # "horizontally", "bigger": the phrase must end in a noun
     if parts_of_speech(last) == {"VERB"} and last not in LEX["garments"] and \
             lemma(last, "VERB") != last:
         return False  # "the picture cropped", "the statue made": a verb form, not a noun

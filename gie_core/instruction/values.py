@@ -14,9 +14,9 @@ _COLOUR_ALIASES = LEX["colour_aliases"]
 _COLOUR_WORD = alternation(COLOURS | {"gray", "blond", "blonde"})
 _COLOUR_RE = re.compile(rf"^(?:{alternation(LEX['colour_modifiers'])} )?{_COLOUR_WORD}"
                         rf"(?:(?: and |-|/| or ){_COLOUR_WORD})?$")
-_LOOK = re.compile(r"^(?:(?:look|looks|appear|seem|be|feel|become|get)\s+)?(?:like\s+)?"
+_LOOK = re.compile(r"^(?:(?:look|looks|appear|seem|be|feel|become|get|grow)\s+)?(?:like\s+)?"
                    r"(?:(?:it's|it is|it was|its|they're|they are|there's|there is|there are)\s+)?"
-                   r"(?:(?:be|look|made|a bit|a little)\s+)?")
+                   r"(?:(?:be|look|made)\s+)?")
 
 
 def strip_look(v: str) -> str:
@@ -38,6 +38,10 @@ def degree(v: str) -> tuple[str, str]:
     edit; 'much'/'a lot' are the plain edit (README of the blind benchmark: 'a little' and 'a lot'
     differ; 'a lot brighter' and 'brighter' are one request for a brighter image)."""
     v = v.strip()
+    if v in LEX["degrees"]["slightly"]:
+        return "slightly", ""
+    if v in LEX["degrees"][""]:
+        return "", ""
     out = ""
     for _ in range(3):
         m = _DEGREE_SLIGHT.search(v)
@@ -193,6 +197,7 @@ _WORK_BY = re.compile(r"^(?:an? |the )?(?:painting|drawing|picture|artwork|work|
                       r"(?:by|from|of) (.+)$")
 _STYLE_TAIL = re.compile(r"\s+(?:style|styled|aesthetic|look|version|filter|effect|vibe|vibes|"
                          r"rendering|render|inspired|type)$")
+_IMAGE_TAIL = re.compile(r"(?<=\S)\s+(?:photo|image|picture|photograph|pic|shot)$")
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -214,7 +219,8 @@ def style_value(raw: str) -> str | None:
             if new == v:
                 break
             v, explicit = new, True
-        v = re.sub(r"-(?:style|styled|inspired|like|esque)$", "", v)
+        v = re.sub(r"-(?:style|styled|inspired|like|esque)$|'s$", "", v)
+        v = _IMAGE_TAIL.sub("", v)
     if not v or len(v) > 60:
         return None
     known = v in LEX["styles"] or v in LEX["style_synonyms"]
@@ -228,7 +234,8 @@ def style_value(raw: str) -> str | None:
     countable = words and words[-1] in LEX["style_nouns"] and len(words) <= 4
     if explicit or known or v in LEX["styles"] or countable or _STYLE_INDICATORS.search(raw):
         if re.search(r"\b(?:make|change|turn|add|remove|replace|apply|use|give|put|set|convert|"
-                     r"filter|effect|render|redo|as|it|this|and|or|of|with|to|the|a|an)\b", v) \
+                     r"filter|effect|render|redo|as|it|this|and|or|of|with|to|the|a|an|flip|rotate|"
+                     r"zoom|crop|blur|sharpen|invert|horizontally|vertically|degrees)\b", v) \
                 and v not in LEX["styles"] and v not in LEX["style_bare"]:
             return None  # a verb, a filter word or grammar left inside: not a style name
         if not re.fullmatch(r"[a-z0-9][a-z0-9' -]*", v) or v in LEX["colours"] or is_image(v):
