@@ -59,21 +59,27 @@ def verb_forms(verb: str) -> frozenset[str]:
     return frozenset(f + (" " + rest if rest else "") for f in forms)
 
 
-@functools.lru_cache(maxsize=1 << 15)
+@functools.lru_cache(maxsize=1 << 16)
+def all_lemmas(word: str) -> MappingProxyType:
+    """lemminflect's dictionary entry for ``word``: POS → lemmas (cached; lemminflect copies its
+    answer on every call, which dominates the rules' run time without this)."""
+    from lemminflect import getAllLemmas
+    return MappingProxyType(dict(getAllLemmas(word)))
+
+
 def parts_of_speech(word: str) -> frozenset[str]:
     """The universal POS tags lemminflect's dictionary knows for ``word`` (NOUN, VERB, ADJ…)."""
-    from lemminflect import getAllLemmas
-    return frozenset(getAllLemmas(word))
+    return frozenset(all_lemmas(word))
 
 
 @functools.lru_cache(maxsize=1 << 15)
 def lemma(word: str, upos: str) -> str:
     """The lemma of ``word`` as ``upos`` (VERB/NOUN/ADJ), or the word itself when unknown."""
-    from lemminflect import getAllLemmas, getLemma
-    known = getAllLemmas(word).get(upos)
+    known = all_lemmas(word).get(upos)
     if known:
         return known[0]
-    if upos == "NOUN" and not getAllLemmas(word):
+    if upos == "NOUN" and not all_lemmas(word):
+        from lemminflect import getLemma
         out = getLemma(word, upos="NOUN", lemmatize_oov=True)
         return out[0] if out else word
     return word
@@ -89,8 +95,7 @@ def participle(verb: str) -> str:
 
 def verb_lemma(word: str) -> str | None:
     """The verb lemma of ``word`` when it can be a verb, else ``None``."""
-    from lemminflect import getAllLemmas
-    got = getAllLemmas(word).get("VERB")
+    got = all_lemmas(word).get("VERB")
     return got[0] if got else None
 
 

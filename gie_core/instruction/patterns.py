@@ -31,7 +31,7 @@ CLASSES: dict[str, str] = {
 
 
 def add_classes(classes: dict[str, str]) -> None:
-    """Register word classes (name → regex) for patterns; compiled patterns are not affected."""
+    """Register word classes (name → regex) for patterns."""
     CLASSES.update(classes)
 
 
@@ -83,6 +83,52 @@ def _piece(token: str) -> str:
         name, _, suffix = token[1:].partition(">")
         return " " + CLASSES[name] + re.escape(suffix)
     return " " + _word(token)
+
+
+@functools.cache
+def first_words(pattern: str) -> frozenset[str] | None:
+    """The words a text matching ``pattern`` can start with, or ``None`` when any word can (the
+    pattern opens with a free slot, an optional part or a class that is not a word list): a cheap
+    filter that spares most regex matches."""
+    tokens = _tokenise(pattern)
+    if not tokens:
+        return None
+    t = tokens[0]
+    if t.startswith("("):
+        out = set()
+        for alt in t[1:-1].split("|"):
+            w = alt.split()[0]
+            out |= _word_forms(w[1:]) if w.startswith("~") else {w}
+        return frozenset(out)
+    if t.startswith("~"):
+        return _word_forms(t[1:])
+    if t.startswith("<"):
+        return _literal_first_words(CLASSES[t[1:].partition(">")[0]])
+    if t.startswith("{"):
+        cls = t[1:].partition("}")[0].partition(":")[2]
+        return _literal_first_words(CLASSES[cls]) if cls else None
+    if t.startswith("["):
+        return None
+    return frozenset({t})
+
+
+def _word_forms(verb: str) -> frozenset[str]:
+    from .lexicon import verb_forms
+    return frozenset(f.split()[0] for f in verb_forms(verb))
+
+
+@functools.cache
+def _literal_first_words(regex: str) -> frozenset[str] | None:
+    """First words of a class regex that is a plain alternation of literal phrases; else None."""
+    m = re.fullmatch(r"\(\?:(.*)\)", regex)
+    body = m.group(1) if m else regex
+    if re.search(r"(?<!\\)[()\[\]?*+{}]", body):
+        return None
+    out = set()
+    for alt in re.split(r"(?<!\\)\|", body):
+        word = re.split(r"\\ |\\s|\s", alt, maxsplit=1)[0]
+        out.add(re.sub(r"\\(.)", r"\1", word))
+    return frozenset(out)
 
 
 @functools.cache

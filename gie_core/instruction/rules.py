@@ -13,7 +13,7 @@ import re
 from .frames import CAPTIONS, FRAMES, REWRITES, Frame
 from .grammar import Edit
 from .lexicon import verb_lemma
-from .patterns import compile_pattern
+from .patterns import compile_pattern, first_words
 from .text import clean, entity, is_image, pluralise, valid_entity  # noqa: F401  (clean, entity,
 
 # pluralise are re-exported: the public helpers)
@@ -21,10 +21,36 @@ from .text import clean, entity, is_image, pluralise, valid_entity  # noqa: F401
 _MAX_REWRITES = 3
 
 
+_COMPILED: dict[int, list] = {}
+
+
+def _compiled(frames: tuple[Frame, ...]) -> list:
+    """(frame, regex, first words or None) for each frame, built once per table."""
+    got = _COMPILED.get(id(frames))
+    if got is None:
+        got = _COMPILED[id(frames)] = [(f, compile_pattern(f.pattern), first_words(f.pattern))
+                                       for f in frames]
+    return got
+
+
+_BY_FIRST: dict[tuple[int, str], list] = {}
+
+
+def _candidates(frames: tuple[Frame, ...], first: str) -> list:
+    """The frames (in table order) that a clause starting with ``first`` can match."""
+    key = (id(frames), first)
+    got = _BY_FIRST.get(key)
+    if got is None:
+        got = [(f, r) for f, r, starts in _compiled(frames) if starts is None or first in starts]
+        if len(_BY_FIRST) < 50_000:
+            _BY_FIRST[key] = got
+    return got
+
+
 def _apply(frames: tuple[Frame, ...], c: str) -> Edit | None:
     text = " " + c
-    for frame in frames:
-        m = compile_pattern(frame.pattern).match(text)
+    for frame, regex in _candidates(frames, c.split(" ", 1)[0]):
+        m = regex.match(text)
         if m is None:
             continue
         slots = {k: v.strip() for k, v in m.groupdict().items() if v is not None}

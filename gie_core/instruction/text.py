@@ -39,7 +39,12 @@ def _strip_edges(text: str) -> str:
     return text
 
 
+_PLAIN = re.compile(r"[a-z0-9'-]+(?: [a-z0-9'-]+)*")
+
+
 def _normalise(text: str) -> str:
+    if _PLAIN.fullmatch(text):  # already lower-case words and single spaces: nothing to do
+        return text
     text = unicodedata.normalize("NFC", text).translate(_QUOTES).lower()
     for pattern, repl in _SYMBOLS:
         text = pattern.sub(repl, text)
@@ -118,10 +123,8 @@ _EVERY = re.compile(r"^(?:each and every|every one of the|each one of the|each o
 _ALL = re.compile(r"^(?:all|both)(?: of)?(?: the)?\s+")
 _POSTURE = re.compile(rf"\s+{alternation(LEX['posture_words'])}(?=\s+(?:on|in|at|by|next|beside|"
                       r"near|under|over|above|behind|in front|inside|to|from|around)\b|$)")
-_LOCATOR_ALIASES = tuple((re.compile(rf"\b{re.escape(k)}\b"), v)
-                         for k, v in sorted(LEX["locator_aliases"].items(), key=lambda kv: -len(kv[0])))
-_PHRASE_SYNONYMS = tuple((re.compile(rf"\b{re.escape(k)}\b"), v)
-                         for k, v in sorted(LEX["phrase_synonyms"].items(), key=lambda kv: -len(kv[0])))
+_ALIASES = {**LEX["locator_aliases"], **LEX["phrase_synonyms"]}
+_ALIAS_RE = re.compile(rf"\b{alternation(_ALIASES)}\b")
 _SIDE_ADJ = re.compile(rf"^{alternation(LEX['side_adjectives'])}\s+(\S.*)$")
 _PRONOUNS = LEX["pronouns"]
 _POSSESSIVE = re.compile(r"^(his|her|their|its)\s+(\S.*)$")
@@ -157,8 +160,7 @@ def entity(text: str) -> str:
         text = _ARTICLE.sub("", text).strip()
     if text in _BARE_DETERMINERS:
         return ""
-    for pattern, repl in _LOCATOR_ALIASES + _PHRASE_SYNONYMS:
-        text = pattern.sub(repl, text)
+    text = _ALIAS_RE.sub(lambda m: _ALIASES[m.group(0)], text)  # one spelling of locators, synonyms
     text = _POSTURE.sub("", text)
     m = _SIDE_ADJ.match(text)
     if m and len(m.group(1).split()) <= 2:  # "the left man" -> "man on the left"
