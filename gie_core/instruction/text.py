@@ -195,7 +195,8 @@ _ING_NOUNS = frozenset("king ring wing string building painting clothing ceiling
 def valid_entity(text: str) -> bool:
     """A noun phrase we are willing to carry into a canonical clause. Rejecting here makes the
     clause unparsed, which is always safe: the cleaned input comes back."""
-    if not text or len(text) > 80 or re.search(r"[;,.!?:\"()\[\]{}]", text) or text in _NOT_ENTITY:
+    if not text or len(text) > 80 or re.search(r"[;,.!?:\"()\[\]{}]", text) or text in _NOT_ENTITY \
+            or not text[0].isalnum():
         return False
     words = text.split()
     if len(words) > 7 or words[-1] in _BAD_LAST_WORD or _NEGATION.search(text):
@@ -214,6 +215,21 @@ def valid_entity(text: str) -> bool:
                  r"did|want|like|need|i|you|we|me|please|make|turn|change|and|but|or|then|look|"
                  r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b", text):
         return False
+    if all(w.isdigit() or w in LEX["numbers"] for w in words):
+        return False  # "remove 30": a number alone names nothing
+    core, place = (_NP_PREP.split(text, maxsplit=1) + [""])[:2]
+    prep = _NP_PREP.search(text)
+    if place and prep.group(0).strip() != "of" and not re.match(
+            r"(?:the|a|an|his|her|their|its|my|this|that|left|right|top|bottom|background|"
+            r"foreground|middle|centre|center|front|back|corner)\b", place):
+        return False  # "three by cartoon marble": a place needs its determiner
+    place_words = re.sub(r"^(?:the|a|an|his|her|their|its|my|this|that)\s+", "", place).split()
+    if not all(_np_word(w) for w in core.split() + place_words):
+        return False  # grammar or a bare verb inside a noun phrase: "the again dog", "put sketch"
+    if re.search(r"\b(?:around|across|behind|beside|under|above|near|next to|on|in|at|from|of|with)"
+                 r" (?!the\b|a\b|an\b|his\b|her\b|their\b|its\b|my\b|this\b|that\b)\w+$", text) \
+            and not re.search(r"\bof \w+$", text):
+        return False  # "people around sofa": a place needs its determiner
     last = words[-1]
     pos = parts_of_speech(last.removesuffix("'s"))
     if pos and not pos & {"NOUN", "PROPN", "NUM"} and last not in _NOUN_WORDS and not last.isdigit():
@@ -222,6 +238,38 @@ def valid_entity(text: str) -> bool:
             lemma(last, "VERB") != last:
         return False  # "the picture cropped", "the statue made": a verb form, not a noun
     return not (words[0].endswith("ing") and words[0] not in _ING_NOUNS)
+
+
+_NP_PREP = re.compile(r"\s+(?:of|on|in|at|with|from|next to|near|by|behind|under|above|around|"
+                      r"across|beside|inside|over|below)\s+")
+_NP_FUNCTION = frozenset("the a an to by as into onto for from than then again also just only very "
+                         "too so such not no any some all every each both either neither who which "
+                         "that this these those what where when why how and or but if because while "
+                         "until unless i you he she we they me him us them my your our their its "
+                         "it's is are was were be been being do does did have has had can could "
+                         "will would should shall may might must of on in at with his hers".split())
+_LEX_VERBS = frozenset(w for ws in LEX["verbs"].values() for w in ws if " " not in w) | frozenset(
+    k for t in ("age_verbs", "size_verbs", "state_verbs", "style_verbs", "weather_verbs") for k in LEX[t]
+    if " " not in k)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _np_word(word: str) -> bool:
+    """A word that can stand in a noun phrase: a noun, adjective, number or participle (or a word
+    the dictionary does not know: a name)."""
+    w = word.removesuffix("'s")
+    if not w or w in _NP_FUNCTION or not w[0].isalnum():
+        return False
+    if w.isdigit() or w in LEX["numbers"] or w in _NOUN_WORDS:
+        return True
+    pos = parts_of_speech(w)
+    if w in _LEX_VERBS and "NOUN" not in pos:
+        return False  # "de-age", "erase": an edit verb, not part of a name
+    if "-" in w:
+        return True
+    if not pos or pos & {"NOUN", "ADJ", "PROPN", "NUM"}:
+        return True
+    return "VERB" in pos and w.endswith(("ed", "ing", "en"))
 
 
 def head(np: str) -> str:

@@ -240,8 +240,23 @@ def style_value(raw: str) -> str | None:
             return None  # a verb, a filter word or grammar left inside: not a style name
         if not re.fullmatch(r"[a-z0-9][a-z0-9' -]*", v) or v in LEX["colours"] or is_image(v):
             return None
+        if not known and v not in LEX["styles"] and not _plausible_name(v):
+            return None
         return v
     return None
+
+
+_NOT_IN_NAMES = frozenset("then can be is are was style styled and or but not no so if when where "
+                          "please make change turn add remove replace look like more less very "
+                          "too also just it this that there here".split())
+
+
+def _plausible_name(v: str) -> bool:
+    """A style name of at most four words, none of them grammar ('then', 'be', 'style' …)."""
+    from .text import _np_word
+    words = v.split()
+    return 0 < len(words) <= 4 and not any(w in _NOT_IN_NAMES or "'" in w or not _np_word(w)
+                                           or len(w) < 2 for w in words)
 
 
 def background_value(v: str) -> str | None:

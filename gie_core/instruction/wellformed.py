@@ -134,7 +134,9 @@ def check_clause(clause: str) -> str | None:
             elif kind == "word":
                 problem = None if all(_content_word(w) for w in value.split()) else f"{value!r} is not a word"
             elif kind == "style":
-                if value.startswith(("a ", "an ")):
+                if value in LEX["style_bare"] or value in LEX["styles"]:
+                    problem = None
+                elif value.startswith(("a ", "an ")):
                     problem = _noun_phrase(value, article="a")
                 else:
                     problem = _bare(value)
