@@ -165,7 +165,8 @@ def embedding_available() -> bool:
 
 _OPPOSITES: tuple[tuple[frozenset, frozenset], ...] = tuple(
     (frozenset({a}), frozenset({b})) for a, b in LEX["opposites"])
-_NUMBER = re.compile(r"\b(?:\d+|" + "|".join(k for k in LEX["numbers"] if " " not in k) + r")\b")
+_NUMBER = re.compile(r"\b(?:\d+|" + "|".join(k for k in LEX["numbers"] if " " not in k and k != "one")
+                     + r")\b")  # "one" is mostly a pronoun ("a red one")
 _COLOUR = re.compile(r"\b(?:" + "|".join(sorted(LEX["colours"] | {"gray", "blonde", "blond"})) + r")\b")
 
 
@@ -176,6 +177,8 @@ def contrast_guard(a: str, b: str) -> str | None:
     for x, y in _OPPOSITES:
         if (x & wa and y & wb and not y & wa) or (y & wa and x & wb and not x & wa):
             return f"opposite action ({next(iter(x))} vs {next(iter(y))})"
+        if x & wa and y & wa and bool(x & wb) != bool(y & wb):
+            return f"says both {next(iter(x))} and {next(iter(y))}"
     if set(_NUMBER.findall(a)) != set(_NUMBER.findall(b)):
         return "different numbers"
     ca, cb = set(_COLOUR.findall(a)), set(_COLOUR.findall(b))
