@@ -333,10 +333,10 @@ def test_cli_errors_exit_2(capsys, tmp_path):
     rc, _, err = _cli(["   "], capsys)
     assert rc == 2 and "non-empty" in err and "Traceback" not in err
     rc, _, err = _cli(["--backend", "embedding", "x"], capsys)
-    assert rc == 2 and "--bank" in err
+    assert rc == 2 and "--bank" in err and "--model" in err
     rc, _, err = _cli(["--backend", "embedding", "--bank", str(tmp_path / "missing.txt"), "x"], capsys)
     assert rc == 2 and "cannot read" in err
     rc, _, err = _cli(["--backend", "llm", "x"], capsys)
-    assert rc == 2 and "--model" in err
-    rc, _, err = _cli(["--backend", "llm", "--model", str(tmp_path), "x"], capsys)
+    assert rc == 2 and "--llm-model" in err
+    rc, _, err = _cli(["--backend", "llm", "--llm-model", str(tmp_path), "x"], capsys)
     assert rc == 2 and "config.json" in err

@@ -126,7 +126,8 @@ def check_answer(answer: str, cleaned: str) -> str | None:
     kept = set()
     for w in _content(answer):
         kept |= _equivalents(w)
-    lost = [w for w in _content(cleaned) if not (_equivalents(w) & kept) and _matters(w)]
+    verbs = {lemma(c.split()[0], "VERB") for c in re.split(r"[;,.]| and | then ", cleaned) if c.split()}
+    lost = [w for w in _content(cleaned) if not (_equivalents(w) & kept) and w not in verbs and _matters(w)]
     if lost:
         return f"answer drops {lost[0]!r}"
     if set(_KEEP_EXACT.findall(answer)) - set(_KEEP_EXACT.findall(cleaned)) & \
@@ -140,8 +141,7 @@ def _matters(word: str) -> bool:
     if word.isdigit() or word in LEX["numbers"] or word in LEX["colours"]:
         return True
     pos = parts_of_speech(word)
-    return bool(pos & {"NOUN", "ADJ", "PROPN"}) and "VERB" not in pos or word in LEX["garments"] \
-        or word in LEX["beings"]
+    return not pos or bool(pos & {"NOUN", "ADJ", "PROPN", "NUM"})
 
 
 # ----------------------------------------------------------------------------------------------
