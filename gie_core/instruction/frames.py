@@ -14,6 +14,7 @@ them a word, add it to the lexicon.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -513,9 +514,7 @@ def h_cut_hair(x: str, **_) -> Edit | None:
 
 
 def h_size(verb: str, x: str, deg: str = "", **_) -> Edit | None:
-    key = verb_lemma(verb.split()[0]) or verb
-    key = (key + " " + verb.split()[1]) if len(verb.split()) > 1 else key
-    value = LEX["size_verbs"].get(key) or LEX["size_verbs"].get(verb)
+    value = verb_entry(verb, "size_verbs")
     t = ent(x)
     d, rest = degree(deg)
     if value is None or t is None or rest:
@@ -544,10 +543,16 @@ def h_local_filter(verb: str, x: str, **_) -> Edit | None:
     return Edit("transform", target="background" if is_background(t) else t, value=value)
 
 
+def verb_entry(verb: str, table: str) -> str | None:
+    """The lexicon ``table``'s value for a (possibly inflected, multi-word) verb: 'aged up' → the
+    entry of 'age up'."""
+    words = verb.split()
+    key = " ".join([verb_lemma(words[0]) or words[0]] + words[1:])
+    return LEX[table].get(key) or LEX[table].get(verb)
+
+
 def h_age_verb(verb: str, x: str, amount: str | None = None, **_) -> Edit | None:
-    key = verb_lemma(verb.split()[0]) or verb.split()[0]
-    key = " ".join([key] + verb.split()[1:])
-    direction = LEX["age_verbs"].get(key)
+    direction = verb_entry(verb, "age_verbs")
     t = ent(x)
     if direction is None or t is None:
         return None
@@ -558,9 +563,7 @@ def h_age_verb(verb: str, x: str, amount: str | None = None, **_) -> Edit | None
 
 
 def h_state_verb(verb: str, x: str, **_) -> Edit | None:
-    key = verb_lemma(verb.split()[0]) or verb.split()[0]
-    key = " ".join([key] + verb.split()[1:])
-    value = LEX["state_verbs"].get(key)
+    value = verb_entry(verb, "state_verbs")
     t = ent(x)
     if value is None or t is None:
         return None
@@ -630,6 +633,7 @@ def h_make(xv: str, verb: str = "make", reverse: bool = False, strict: bool = Fa
 _PAINT_VERBS = ("paint", "color", "colour", "recolor", "recolour", "tint", "dye", "repaint", "spray")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None:
     verb = verb_lemma(verb) or verb
     if verb in _PAINT_VERBS:

@@ -97,6 +97,14 @@ def read_clause(clause: str, depth: int = 0) -> Edit | None:
     return _apply(CAPTIONS, c)
 
 
+def clear_caches() -> None:
+    """Forget every cached parse (benchmarks measure the rules from scratch with this)."""
+    from . import core, frames, text, values
+    for f in (read_clause, text.clean, text.entity, text.valid_entity, frames.target_value,
+              values.style_value, core._unify_clean, core._verified):
+        f.cache_clear()
+
+
 def parse_clause(clause: str) -> Edit | None:
     """Parse one clause; ``None`` when no frame accepts it."""
     return read_clause(clause)

@@ -192,6 +192,7 @@ _ING_NOUNS = frozenset("king ring wing string building painting clothing ceiling
                        "thing morning evening earring sibling darling pudding railing".split())
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def valid_entity(text: str) -> bool:
     """A noun phrase we are willing to carry into a canonical clause. Rejecting here makes the
     clause unparsed, which is always safe: the cleaned input comes back."""
