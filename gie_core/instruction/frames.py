@@ -691,7 +691,7 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     if m and not strict:
         return _give(x, m.group(1))
     mat = material_value(v)
-    if mat is not None and not (colour_value(v) and strict is False and v in LEX["colours"]):
+    if mat is not None:  # "make the car gold" is a material; "paint the car gold" a colour (above)
         return Edit("material", target=target, value=mat)
     c = colour_value(strip_look(v))
     if c is not None:
@@ -809,7 +809,10 @@ FRAMES: tuple[Frame, ...] = (
     Frame("style", "{verb:styleverb} [<img>]", h_style_verb),
     Frame("style", "(redo|render|draw|paint|recreate|reimagine|depict|present|show|make|turn|convert|"
           "reproduce|remake|do|transform) <img> (as|like|into) {v}", _make_global),
-    Frame("style", "(put|render|redo|show|draw|paint|recreate|do) <img> in {v}", _make_global),
+    Frame("style", "(put|render|redo|show|draw|paint|recreate|do|sketch) <img> (in|with|using) {v}",
+          _make_global),
+    Frame("style", "(draw|paint|sketch|render|redo|do) <img> (in|with|using) {v}",
+          lambda v, **_: Edit("style", value=style_value(v)) if style_value(v) else None),
     # replace
     Frame("replace", "<replace> {x} (with|by|for) {y}", h_replace),
     Frame("replace", "<swap> {x} (for|with|to|into|out for) {y}",
@@ -902,6 +905,7 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("comma", "{x}, {v}", "make {x} {v}"),
     Rewrite("as", "{x} (as|like|turned into|transformed into|into) {y}", "turn {x} into {y}"),
     Rewrite("as", "(as|like|in|into) {y}", "make it {y}"),
+    Rewrite("of the image", "{v} of <img>", "{v}"),
 )
 add_classes({"make": r"(?:make|get|have|let|keep|leave|render)"})
 
@@ -942,7 +946,7 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("transform", "{v} <img>", lambda v, **_: _image_level(v) or classify_global(v)),
     Frame("transform", "{v} <colour>", lambda v, **_: _image_level(v)),
     Frame("transform", "{v}", lambda v, **_: _image_level(v) if re.match(
-        r"^(?:more|less|higher|lower|high|low|much|a|slightly) ", v) else None),
+        r"^(?:more|less|higher|lower|high|low|much|a|slightly) ", v) or v in _LEVELS else None),
     Frame("background", "{v} (background|backdrop|bg)", h_background),
     Frame("background", "(background|backdrop) (of|with) {v}", h_background),
     Frame("global", "(at|in|during|on|for) {v}", lambda v, **_: classify_global(v)),

@@ -238,7 +238,9 @@ def valid_entity(text: str) -> bool:
     if parts_of_speech(last) == {"VERB"} and last not in LEX["garments"] and \
             lemma(last, "VERB") != last:
         return False  # "the picture cropped", "the statue made": a verb form, not a noun
-    return not (words[0].endswith("ing") and words[0] not in _ING_NOUNS)
+    # "-ing" words open a noun phrase only as nouns ("the writing", "the building"), not as verbs.
+    return not (words[0].endswith("ing") and words[0] not in _ING_NOUNS
+                and "NOUN" not in parts_of_speech(words[0]))
 
 
 _NP_PREP = re.compile(r"\s+(?:of|on|in|at|with|from|next to|near|by|behind|under|above|around|"
