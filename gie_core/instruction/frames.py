@@ -165,7 +165,7 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
             body, relation, place = m.group(1), m.group(2), m.group(3)
     relation = LEX["add_relations"].get(relation or "to", "to")
     obj = entity(body)
-    if obj.startswith("one ") and not is_plural(obj):
+    if obj.startswith("one ") and not is_plural(obj) and not obj.startswith("one more "):
         obj = obj[4:]  # "add one dog" is "add a dog"; other numbers are kept
     if not valid_entity(obj) or is_image(obj) or obj in LEX["pronouns"] or \
             obj in ("him", "her", "them", "me", "us"):

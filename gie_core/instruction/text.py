@@ -172,6 +172,9 @@ def entity(text: str) -> str:
         m = _EXTRA.match(text)
         if m and (m.group(1) in LEX["numbers"] or m.group(1).isdigit()):
             text = f"{m.group(1)} more {text[m.end():]}"
+        m = re.match(r"^(?:another|an extra|an additional|extra|additional)\s+(?=\S)", text)
+        if m and not is_plural(text):  # "another chair" = "one more chair"
+            text = "one more " + text[m.end():]
     if text in _PRONOUNS and text not in ("his", "hers", "its"):
         return _PRONOUNS[text]
     m = _POSSESSIVE.match(text)
@@ -212,9 +215,10 @@ def valid_entity(text: str) -> bool:
                     "so", "if", "not", "no", "very", "too", "where", "when", "how", "what", "who",
                     "which", "while", "because", "let", "have", "get", "give", "put"):
         return False
-    if re.search(r"\b(?:is|are|was|were|be|been|should|would|could|can|will|shall|must|do|does|"
+    if re.search(r"\b(?:is|are|was|were|be|been|should|would|could|will|shall|must|do|does|"
                  r"did|want|like|need|i|you|we|me|please|make|turn|change|and|but|or|then|look|"
-                 r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b", text):
+                 r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b", text) \
+            or re.search(r"\bcan\b(?! *$)", text):  # "trash can" is a thing, "can be" a modal
         return False
     if all(w.isdigit() or w in LEX["numbers"] for w in words):
         return False  # "remove 30": a number alone names nothing
@@ -249,7 +253,7 @@ _NP_FUNCTION = frozenset("the a an to by as into onto for from than then again a
                          "too so such not no any some all every each both either neither who which "
                          "that this these those what where when why how and or but if because while "
                          "until unless i you he she we they me him us them my your our their its "
-                         "it's is are was were be been being do does did have has had can could "
+                         "it's is are was were be been being do does did have has had could "
                          "will would should shall may might must of on in at with his hers".split())
 _LEX_VERBS = frozenset(w for ws in LEX["verbs"].values() for w in ws if " " not in w) | frozenset(
     k for t in ("age_verbs", "size_verbs", "state_verbs", "style_verbs", "weather_verbs") for k in LEX[t]
@@ -261,7 +265,7 @@ def _np_word(word: str) -> bool:
     """A word that can stand in a noun phrase: a noun, adjective, number or participle (or a word
     the dictionary does not know: a name)."""
     w = word.removesuffix("'s")
-    if not w or w in _NP_FUNCTION or not w[0].isalnum():
+    if not w or w in _NP_FUNCTION or not w[0].isalnum() or w in ("another", "extra", "additional"):
         return False
     if w.isdigit() or w in LEX["numbers"] or w in _NOUN_WORDS:
         return True

@@ -21,7 +21,8 @@ from .lexicon import LEX, parts_of_speech
 _FUNCTION_WORDS = frozenset(
     "a an the to of in on at for from by with as into onto it this that is are be was were been "
     "make change add remove replace and or but not no if then so than do does did will would "
-    "should could can may might must i you he she we they me him us them my your our its "
+    "another "
+    "should could may might must i you he she we they me him us them my your our its "
     "render turn give put".split())
 _NP_PREPS = ("of", "on", "in", "at", "with", "next to", "behind", "under", "above")
 _KNOWN_NOUNS = (LEX["garments"] | LEX["beings"] | LEX["scenes"] | LEX["facial_hair"]
@@ -56,6 +57,8 @@ def _noun_phrase(np: str, *, article: str) -> str | None:
     elif article == "a" and words[0] in ("a", "an"):
         if len(words) < 2:
             return "article without a noun"
+        if words[1] in ("more", "another", "other", "extra", "additional", "few", "many", "several"):
+            return f"{words[0]!r} before {words[1]!r}"
         expected_an = words[1][0] in "aeiou"
         if words[0] == "an" and not expected_an and not words[1].startswith(("hour", "honest", "heir", "hono")):
             return f"'an' before {words[1]!r}"
