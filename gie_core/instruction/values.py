@@ -287,7 +287,7 @@ def state_value(v: str, strict: bool = False) -> str | None:
     v = strip_look(v.strip())
     v = re.sub(r"^(?:all |completely |totally |fully |entirely )", "", v)
     if v in LEX["state_adjectives"]:
-        return v
+        return v if " " not in v else None  # the canonical shape takes one word ("flooded")
     if strict or len(v.split()) != 1 or not re.fullmatch(r"[a-z][a-z-]+", v):
         return None
     pos = parts_of_speech(v)

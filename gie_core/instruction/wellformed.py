@@ -24,7 +24,8 @@ _FUNCTION_WORDS = frozenset(
     "another "
     "should could may might must i you he she we they me him us them my your our its "
     "render turn give put".split())
-_NP_PREPS = ("of", "on", "in", "at", "with", "next to", "behind", "under", "above")
+_NP_PREPS = ("of", "on", "in", "at", "with", "next to", "behind", "under", "above", "across", "around",
+             "near", "beside", "inside", "over", "below", "from", "by")
 _KNOWN_NOUNS = (LEX["garments"] | LEX["beings"] | LEX["scenes"] | LEX["facial_hair"]
                 | frozenset(LEX["materials"]) | LEX["styles"] | LEX["style_nouns"])
 
