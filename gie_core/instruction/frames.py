@@ -405,8 +405,6 @@ def h_flip(verb: str, d: str | None = None, **_) -> Edit | None:
         return Edit("transform", value="flip horizontally") if verb.startswith("mirror") else None
     d = re.sub(r"^(?:on |along |across |around )?(?:the |a )?|\s+(?:axis|direction|way)$", "", d.strip())
     d = re.sub(r"\s+axis$", "", d)
-    if d in ("horizontal", "vertical") and not _.get("axis", True):
-        pass
     direction = _FLIP_DIRECTIONS.get(d)
     if direction is None:
         return None
@@ -462,15 +460,6 @@ def const(family: str, value: str) -> Handler:
         return Edit(family, value=value)
     handler.__name__ = f"const_{family}_{value.replace(' ', '_')}"
     return handler
-
-
-def h_style(v: str, **_) -> Edit | None:
-    s = style_value(v)
-    return Edit("style", value=s) if s else None
-
-
-def h_global(v: str, **_) -> Edit | None:
-    return classify_global(v)
 
 
 def h_style_verb(verb: str, **_) -> Edit | None:
@@ -754,6 +743,11 @@ def _make_global(v: str, **_) -> Edit | None:
     return classify_global(v)
 
 
+def _style_only(v: str, **_) -> Edit | None:
+    s = style_value(v)
+    return Edit("style", value=s) if s else None
+
+
 FRAMES: tuple[Frame, ...] = (
     # whole-image transforms (first: "add a vignette" is not an object to add)
     Frame("transform", "{verb:flip} [<img>] {d:flipdir}", h_flip),
@@ -811,8 +805,7 @@ FRAMES: tuple[Frame, ...] = (
           "reproduce|remake|do|transform) <img> (as|like|into) {v}", _make_global),
     Frame("style", "(put|render|redo|show|draw|paint|recreate|do|sketch) <img> (in|with|using) {v}",
           _make_global),
-    Frame("style", "(draw|paint|sketch|render|redo|do) <img> (in|with|using) {v}",
-          lambda v, **_: Edit("style", value=style_value(v)) if style_value(v) else None),
+    Frame("style", "(draw|paint|sketch|render|redo|do) <img> (in|with|using) {v}", _style_only),
     # replace
     Frame("replace", "<replace> {x} (with|by|for) {y}", h_replace),
     Frame("replace", "<swap> {x} (for|with|to|into|out for) {y}",
