@@ -1,18 +1,27 @@
-"""LIU benchmark: consistency, separation and throughput of each unification backend on the
-paraphrase suite (gie_core/instruction/data/paraphrase_suite.json), against "no unification".
+"""LIU benchmark: consistency, separation, idempotence, well-formedness and throughput of the
+instruction unifier on paraphrase suites, against "no unification".
 
-consistency   share of edits whose four phrasings all unify to one string
-separation    share of the suite's distinct instructions that keep a string of their own
-apart         share of suite edits whose outputs no other edit produces
-throughput    instructions per CPU-second (caches cleared before each pass, so every instruction
-              is parsed from scratch), and relative to the rules backend
+Suites (tests/data/liu/, see the READMEs there; gie_core/instruction/data/paraphrase_suite.json):
+  blind-dev      90 edits x 5 phrasings written blind (by an author who never read the rules);
+                 the only suite used while tuning the rules
+  blind-heldout  90 edits x 5, same author, never looked at while tuning: aggregates only
+  other          70 edits x 4, another blind author and style: aggregates only
+  own            50 edits x 4, written by the rules' first author (dev + held-out)
 
-The embedding bank is the rules form of each edit's first phrasing (what a training set's unified
-instructions would hold). The llm row needs --model (a local causal LM); --tiny-llm uses a tiny
-random GPT-2 built offline instead, which never produces a canonical answer, so it measures the
-fallback path and the decoding cost only.
+consistency   share of edits whose phrasings all unify to one string
+separation    share of edits none of whose outputs another edit of the suite produces
+pairs         share of near-miss pairs (marked in the data) kept apart
+idempotent    share of outputs o with unify(o) == o
+unified       share of phrasings that came out canonical (not refused)
+malformed     canonical outputs that fail gie_core.instruction.wellformed.check (must be 0)
 
-    .venv/bin/python benchmarks/liu.py [--model LLM_FOLDER | --tiny-llm] [--device cpu] [--skip-embedding]
+Throughput: instructions per CPU-second (process time), caches cleared before each pass so every
+instruction is parsed from scratch; single-threaded (run with OMP_NUM_THREADS=1).
+
+    .venv/bin/python benchmarks/liu.py                    # every suite, rules backend, speed
+    .venv/bin/python benchmarks/liu.py --misses blind-dev # list the misses of a suite
+    .venv/bin/python benchmarks/liu.py --bank             # + the bank-snapping row
+    .venv/bin/python benchmarks/liu.py --tiny-llm         # + llm row (tiny random GPT-2: fallback path)
 """
 from __future__ import annotations
 
@@ -22,45 +31,70 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter
 from importlib import resources
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from gie_core.instruction import core, rules, unify, unify_batch  # noqa: E402
+from gie_core.instruction import is_canonical, rules, text, unify, unify_batch  # noqa: E402
+
+DATA = ROOT / "tests" / "data" / "liu"
+HIDDEN = ("blind-heldout", "other")  # scored only with --final (never while tuning)
 
 
-def load_suite() -> dict:
-    return json.loads(resources.files("gie_core.instruction").joinpath("data/paraphrase_suite.json")
-                      .read_text("utf-8"))
+def load_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
-def score(suite: dict, fn) -> dict:
-    """fn: list[str] -> list[str]. Returns the metrics per split."""
-    res = {}
-    for split in ("dev", "heldout"):
-        edits = [e for e in suite["edits"] if e["split"] == split]
-        outs = fn([p for e in edits for p in e["phrasings"]])
-        groups = [outs[4 * k:4 * k + 4] for k in range(len(edits))]
-        consistent = sum(len(set(g)) == 1 for g in groups) / len(groups)
-        owner: dict[str, set] = {}
-        for k, g in enumerate(groups):
-            for o in g:
-                owner.setdefault(o, set()).add(k)
-        apart = sum(all(len(owner[o]) == 1 for o in g) for g in groups) / len(groups)
-        distinct = suite["distinct"][split]
-        d_out = fn(distinct)
-        counts = Counter(d_out)
-        separated = sum(counts[o] == 1 for o in d_out) / len(d_out)
-        res[split] = dict(consistency=consistent, separation=separated, apart=apart,
-                          n_edits=len(edits), n_distinct=len(distinct))
-    return res
+def load_suites() -> dict[str, list[dict]]:
+    """name -> edits [{id, phrasings, pair?}]."""
+    own = json.loads(resources.files("gie_core.instruction").joinpath("data/paraphrase_suite.json")
+                     .read_text("utf-8"))
+    return {
+        "blind-dev": load_jsonl(DATA / "benchmark_dev.jsonl"),
+        "blind-heldout": load_jsonl(DATA / "benchmark_heldout.jsonl"),
+        "other": load_jsonl(DATA / "other_suite.jsonl"),
+        "own-dev": [e for e in own["edits"] if e["split"] == "dev"],
+        "own-heldout": [e for e in own["edits"] if e["split"] == "heldout"],
+    }
+
+
+def score(edits: list[dict], fn) -> dict:
+    """fn: list[str] -> list[str]. The suite's figures and its misses."""
+    from gie_core.instruction.wellformed import check
+
+    texts = [p for e in edits for p in e["phrasings"]]
+    outs = fn(texts)
+    groups, k = [], 0
+    for e in edits:
+        groups.append(outs[k:k + len(e["phrasings"])])
+        k += len(e["phrasings"])
+    owner: dict[str, set] = {}
+    for e, g in zip(edits, groups):
+        for o in g:
+            owner.setdefault(o, set()).add(e["id"])
+    by_id = {e["id"]: g for e, g in zip(edits, groups)}
+    consistent = [len(set(g)) == 1 for g in groups]
+    apart = [all(len(owner[o]) == 1 for o in g) for g in groups]
+    pairs = {tuple(sorted((e["id"], e["pair"]))) for e in edits if e.get("pair") in by_id}
+    pairs_apart = [not set(by_id[a]) & set(by_id[b]) for a, b in pairs]
+    again = fn(outs)
+    idem = [a == o for a, o in zip(again, outs)]
+    canonical = [is_canonical(o) for o in outs]
+    malformed = [(t, o, check(o)) for t, o, c in zip(texts, outs, canonical) if c and check(o)]
+    return dict(
+        n=len(edits), phrasings=len(texts), consistency=sum(consistent) / len(edits),
+        separation=sum(apart) / len(edits), pairs=(sum(pairs_apart) / len(pairs)) if pairs else 1.0,
+        n_pairs=len(pairs), idempotent=sum(idem) / len(idem), unified=sum(canonical) / len(outs),
+        malformed=malformed,
+        misses=[(e, g) for e, g, c in zip(edits, groups, consistent) if not c],
+        clashes=[(e, g) for e, g, a in zip(edits, groups, apart) if not a])
 
 
 def throughput(fn, texts: list[str], clear=None, min_seconds: float = 1.0) -> float:
-    """Instructions per CPU-second of this process (process time, not wall time: the machine this
-    runs on may be shared, and the backends here are single-process)."""
+    """Instructions per CPU-second of this process."""
     n, t0 = 0, time.process_time()
     while True:
         if clear:
@@ -73,9 +107,7 @@ def throughput(fn, texts: list[str], clear=None, min_seconds: float = 1.0) -> fl
 
 
 def clear_rules_caches() -> None:
-    core._unify_clean.cache_clear()
-    rules.clean.cache_clear()
-    rules.parse_clause.cache_clear()
+    rules.clear_caches()
 
 
 def tiny_random_lm(folder: str) -> str:
@@ -94,74 +126,110 @@ def tiny_random_lm(folder: str) -> str:
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>",
                                   pad_token="<|endoftext|>")
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=64, n_layer=1,
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=2048, n_embd=64, n_layer=1,
                                n_head=2, eos_token_id=tok.eos_token_id,
                                bos_token_id=tok.eos_token_id)).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
 
+def print_misses(name: str, res: dict) -> None:
+    print(f"\n--- {name}: {len(res['misses'])} inconsistent edits")
+    for e, g in res["misses"]:
+        print(f"{e['id']} {e.get('family', '')}")
+        for p, o in zip(e["phrasings"], g):
+            print(f"    {p!r:70} -> {o!r}")
+    print(f"--- {name}: {len(res['clashes'])} edits sharing an output with another edit")
+    for e, g in res["clashes"]:
+        print(f"{e['id']}: {sorted(set(g))}")
+    for t, o, why in res["malformed"]:
+        print(f"MALFORMED {t!r} -> {o!r}: {why}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="local causal-LM folder for the llm row (default: tiny random)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--skip-embedding", action="store_true")
-    ap.add_argument("--tiny-llm", action="store_true",
-                    help="measure the llm row with a tiny random GPT-2 (slow on CPU: the fallback "
-                         "path decodes 48 tokens per instruction)")
+    ap.add_argument("--misses", nargs="*", default=[], metavar="SUITE",
+                    help="print the inconsistent edits and clashes of these suites (blind-dev by "
+                         "default when given without a name)")
+    ap.add_argument("--bank", action="store_true",
+                    help="also score unify(text, bank=...) with each suite's bank (the rules form "
+                         "of each edit's first phrasing, what a trained model records)")
+    ap.add_argument("--parser", action="store_true", help="also score and time unify(parser=True) "
+                    "(spaCy dependency parse for text the rules cannot read)")
+    ap.add_argument("--tiny-llm", action="store_true", help="also score the llm backend with a tiny "
+                    "random GPT-2 (measures the validation and fallback path)")
+    ap.add_argument("--model", help="local causal-LM folder for an llm row")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--final", action="store_true",
+                    help="also score the held-out suites (blind-heldout, other); without it they are "
+                         "not read at all, so tuning cannot see them")
     args = ap.parse_args(argv)
 
-    suite = load_suite()
-    all_texts = [p for e in suite["edits"] for p in e["phrasings"]] + \
-        [t for v in suite["distinct"].values() for t in v]
-    bank = [unify(e["phrasings"][0]) for e in suite["edits"]]
+    suites = load_suites()
+    if not args.final:
+        suites = {n: s for n, s in suites.items() if n not in HIDDEN}
+    for name in args.misses:
+        if name in HIDDEN and not args.final:
+            ap.error(f"--misses {name}: a held-out suite; its misses are read only with --final")
     rows = []
+    rows.append(("none", {n: score(s, lambda xs: [text.clean(x) for x in xs]) for n, s in suites.items()}))
+    rules_res = {n: score(s, unify_batch) for n, s in suites.items()}
+    rows.append(("rules", rules_res))
+    if args.parser:
+        rows.append(("rules+parser", {n: score(s, lambda xs: unify_batch(xs, parser=True))
+                                      for n, s in suites.items()}))
+    if args.bank:
+        from gie_core.instruction import unify_batch as ub
 
-    rows.append(("none (baseline)", score(suite, lambda xs: list(xs)), None))
-    rows.append(("rules", score(suite, unify_batch),
-                 throughput(unify_batch, all_texts, clear=clear_rules_caches)))
-    unparsed = sum(unify(t) == rules.clean(t) and not core.is_canonical(unify(t))
-                   for t in all_texts)
-    if not args.skip_embedding:
-        emb = lambda xs: unify_batch(xs, "embedding", bank=bank, device=args.device)  # noqa: E731
-        emb(["warm up the model"])
-        rows.append(("embedding", score(suite, emb), throughput(emb, all_texts, clear=clear_rules_caches)))
+        def banked(suite):
+            bank = [unify(e["phrasings"][0]) for e in suite]
+            return lambda xs: ub(xs, bank=bank)
+        rows.append(("rules + bank", {n: score(s, banked(s)) for n, s in suites.items()}))
     if args.model or args.tiny_llm:
         tmp = None
         model = args.model
-        label = "llm"
         if model is None:
             tmp = tempfile.TemporaryDirectory()
             model = tiny_random_lm(tmp.name)
-            label = "llm (tiny random)"
-        from gie_core.instruction.llm import LLMUnifier
-        llm = lambda xs: unify_batch(xs, "llm", model=model, device=args.device)  # noqa: E731
-        quality = score(suite, llm)
-        lm = LLMUnifier.cached(model, args.device)
-        sample = all_texts[:24]
+        llm = lambda xs: unify_batch(xs, "llm", model=model)  # noqa: E731
+        rows.append(("llm (tiny random)" if tmp else "llm", {n: score(s[:10], llm) for n, s in suites.items()}))
 
-        def llm_cold(xs):
-            lm._answers.clear()
-            return llm(xs)
-        rows.append((label, quality, throughput(llm_cold, sample, clear=clear_rules_caches, min_seconds=0.5)))
-
-    rules_speed = rows[1][2]
-    head = (f"{'backend':<20} {'consist dev':>11} {'consist held':>12} {'separ dev':>9} "
-            f"{'separ held':>10} {'apart':>6} {'instr/s':>10} {'vs rules':>8}")
-    print(f"suite: {sum(e['split'] == 'dev' for e in suite['edits'])} dev + "
-          f"{sum(e['split'] == 'heldout' for e in suite['edits'])} held-out edits x 4 phrasings, "
-          f"{len(suite['distinct']['dev'])} + {len(suite['distinct']['heldout'])} distinct instructions; "
-          f"{unparsed}/{len(all_texts)} suite texts left unparsed by the rules")
+    head = f"{'backend':<14} {'suite':<14} {'edits':>5} {'consist':>8} {'separ':>7} {'pairs':>9} " \
+           f"{'idem':>6} {'unified':>8} {'malformed':>9}"
     print(head)
     print("-" * len(head))
-    for name, q, speed in rows:
-        apart = (q["dev"]["apart"] * q["dev"]["n_edits"] + q["heldout"]["apart"] * q["heldout"]["n_edits"]) / \
-            (q["dev"]["n_edits"] + q["heldout"]["n_edits"])
-        print(f"{name:<20} {q['dev']['consistency']:>10.1%} {q['heldout']['consistency']:>12.1%} "
-              f"{q['dev']['separation']:>9.1%} {q['heldout']['separation']:>10.1%} {apart:>6.0%} "
-              + (f"{speed:>10,.0f} {speed / rules_speed:>7.2f}x" if speed else f"{'n/a':>10} {'':>8}"))
-    if not (args.model or args.tiny_llm):
-        print("llm: not measured (pass --model FOLDER for a local causal LM, or --tiny-llm)")
+    for name, res in rows:
+        for suite, r in res.items():
+            print(f"{name:<14} {suite:<14} {r['n']:>5} {r['consistency']:>8.1%} {r['separation']:>7.1%} "
+                  f"{r['pairs']:>6.0%}/{r['n_pairs']:<2} {r['idempotent']:>6.1%} {r['unified']:>8.1%} "
+                  f"{len(r['malformed']):>9}")
+    wanted = args.misses if args.misses else ([] if "--misses" not in (argv or sys.argv) else ["blind-dev"])
+    for suite in wanted:
+        print_misses(suite, rules_res[suite])
+
+    if not args.skip_speed:
+        all_texts = [p for s in suites.values() for e in s for p in e["phrasings"]]
+        base = throughput(lambda xs: [text.clean(x) for x in xs], all_texts, clear=clear_rules_caches)
+        speed = throughput(unify_batch, all_texts, clear=clear_rules_caches)
+        print(f"\nbaseline (clean only): {base:,.0f} instructions per CPU-second")
+        print(f"rules: {speed:,.0f} instructions per CPU-second from scratch "
+              f"({len(all_texts)} suite phrasings, caches cleared each pass; {speed / base:.2f}x the "
+              f"baseline's rate)")
+        warm = throughput(unify_batch, all_texts)
+        print(f"rules (warm cache, repeated instructions): {warm:,.0f} instructions per CPU-second")
+        if args.parser:
+            from gie_core.instruction import parser
+            if parser.available():
+                parser.load()
+                ps = throughput(lambda xs: parser.simplify_batch(xs), all_texts, min_seconds=2.0)
+                print(f"parser (spaCy dependency parse + candidates, batched): {ps:,.0f} instructions "
+                      f"per CPU-second ({ps / speed:.2f}x the rules)")
+                pu = throughput(lambda xs: unify_batch(xs, parser=True), all_texts,
+                                clear=clear_rules_caches, min_seconds=2.0)
+                print(f"rules+parser (unify with parser=True, from scratch): {pu:,.0f} instructions "
+                      f"per CPU-second")
+            else:
+                print("parser: spaCy or its English pipeline is not installed")
     return 0
 
 

@@ -314,6 +314,11 @@ def load_controlnet(path, *, dtype: torch.dtype | str | None = torch.float32, un
                 raise ModelLoadError(f"controlnet: {p}/config.json has hint_target_fill={fill!r}, expected one "
                                      f"of {TARGET_FILLS}")
             model.register_to_config(hint_target_fill=fill)
+        from .instruction.bank import read_bank_file
+        try:
+            model.instruction_bank = read_bank_file(p)
+        except ValueError as e:
+            raise ModelLoadError(f"controlnet: {e}") from None
     else:
         suffix = p.suffix.lower()
         if suffix in PICKLE_SUFFIXES:

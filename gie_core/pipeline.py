@@ -81,21 +81,26 @@ def make_scheduler(name: str, config: dict | Any):
 _unify_warned = False
 
 
-def unify_instruction(text: str, enabled: bool = True) -> str:
-    """Pass ``text`` through ``gie_core.instruction.unify`` (LIU) when enabled and available."""
+def unify_instruction(text: str, enabled: bool = True, bank=None):
+    """Pass ``text`` through ``gie_core.instruction.unify`` (LIU) when enabled and available.
+    With ``bank`` (the model's unified training instructions) the result is snapped onto the
+    nearest entry when close; returns ``(instruction, BankMatch or None)``."""
     global _unify_warned
     if not isinstance(text, str):
         raise ValueError(f"instruction: expected a string, got {type(text).__name__}")
     if not enabled:
-        return text
+        return text, None
     try:
-        from gie_core.instruction import unify
+        from gie_core.instruction import unify, unify_match
     except ImportError:  # LIU not built in this checkout: edit with the text as given
         if not _unify_warned:
             logger.warning("gie_core.instruction.unify is not available; instructions are used as given")
             _unify_warned = True
-        return text
-    return unify(text)
+        return text, None
+    if not bank:
+        return unify(text), None
+    match = unify_match(text, bank=bank)
+    return match.output, match
 
 
 @dataclass
@@ -106,7 +111,8 @@ class InstructGIEOutput:
     original size on request), or a list when queries of different sizes were given; ``grids``:
     ``[B,Hg,Wg,3]`` the whole decoded grids; ``prompt``: the :class:`VisualPrompt` used;
     ``latents``: ``[B,4,Hg/8,Wg/8]`` the final grid latents; ``instruction``: the text the model
-    saw; ``seeds``: the seed of each query (rerun with them to reproduce).
+    saw; ``seeds``: the seed of each query (rerun with them to reproduce); ``instruction_match``:
+    how the instruction met the model's instruction bank (a ``BankMatch``; ``None`` without a bank).
     """
 
     edits: torch.Tensor | list[torch.Tensor]
@@ -115,6 +121,7 @@ class InstructGIEOutput:
     latents: torch.Tensor
     instruction: str
     seeds: list[int]
+    instruction_match: Any = None
 
 
 def _check_number(name: str, value, lo=None, hi=None, integer=False):
@@ -192,7 +199,8 @@ class InstructGIEPipeline(StableDiffusionControlNetInpaintPipeline):
                     control_strength: float = 1.0, control_start: float = 0.0, control_end: float = 1.0,
                     seed: int | Sequence[int] | None = None, scheduler: str | None = None,
                     unify: bool = True, original_size: bool = False, eta: float = 0.0,
-                    callback_on_step_end: Callable | None = None) -> InstructGIEOutput:
+                    callback_on_step_end: Callable | None = None,
+                    instruction_bank: Sequence[str] | str | None = "model") -> InstructGIEOutput:
         """Sample the target cells of a built :class:`VisualPrompt`.
 
         Args:
@@ -206,6 +214,9 @@ class InstructGIEPipeline(StableDiffusionControlNetInpaintPipeline):
             scheduler: a scheduler name for this call (see :func:`make_scheduler`); default: the
                 pipeline's.
             unify: pass the instruction through ``gie_core.instruction.unify`` when available.
+            instruction_bank: ``"model"`` (default) snaps the unified instruction onto the
+                ControlNet's recorded training instructions (none for older files: unified only);
+                a list of canonical instructions uses those; ``None`` turns snapping off.
             original_size: crop the edits back to the queries' original sizes.
             eta: DDIM eta (ignored by other schedulers).
             callback_on_step_end: diffusers' step callback ``(pipe, step, t, kwargs) -> dict``.
@@ -221,7 +232,12 @@ class InstructGIEPipeline(StableDiffusionControlNetInpaintPipeline):
             raise ValueError(f"control_start ({control_start}) must be below control_end ({control_end})")
         if negative_prompt is not None and not isinstance(negative_prompt, str):
             raise ValueError(f"negative_prompt: expected a string, got {type(negative_prompt).__name__}")
-        text = unify_instruction(instruction, unify)
+        if isinstance(instruction_bank, str):
+            if instruction_bank != "model":
+                raise ValueError(f"instruction_bank: expected 'model', a list of instructions or None, "
+                                 f"got {instruction_bank!r}")
+            instruction_bank = getattr(self.controlnet, "instruction_bank", None)
+        text, match = unify_instruction(instruction, unify, instruction_bank)
 
         batch = prompt.batch_size
         if seed is None:
@@ -288,4 +304,4 @@ class InstructGIEPipeline(StableDiffusionControlNetInpaintPipeline):
         edits = (prompt.layout.crop(grids, original_size=original_size) if len(sizes) == 1
                  else prompt.layout.crop_each(grids, original_size=original_size))
         return InstructGIEOutput(edits=edits, grids=grids, prompt=prompt, latents=captured.get("latents"),
-                                 instruction=text, seeds=seeds)
+                                 instruction=text, seeds=seeds, instruction_match=match)

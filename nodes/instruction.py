@@ -23,11 +23,13 @@ class InstructionUnifier:
 
     CATEGORY = CATEGORY
     FUNCTION = "unify"
-    RETURN_TYPES = ("STRING", "CONDITIONING")
-    RETURN_NAMES = ("instruction", "conditioning")
+    RETURN_TYPES = ("STRING", "CONDITIONING", "STRING")
+    RETURN_NAMES = ("instruction", "conditioning", "bank_match")
     OUTPUT_TOOLTIPS = (
         "The unified (canonical) instruction.",
         "The unified instruction encoded by the connected CLIP (only when a CLIP is connected).",
+        "How the instruction met the model's instruction bank: the nearest trained instruction, "
+        "its similarity, and whether it was used.",
     )
     DESCRIPTION = ("Language instruction unification: turns paraphrases of an edit ('make it snowy', "
                    "'add snow to the scene') into the one wording the model was trained with.")
@@ -45,15 +47,18 @@ class InstructionUnifier:
                 "clip": ("CLIP", {"tooltip": "Optional: a text encoder; then the unified instruction is "
                                              "also returned as CONDITIONING (like CLIP Text Encode)."}),
                 "bank": ("STRING", {"multiline": True, "default": "",
-                                    "tooltip": "'embedding' backend only: the canonical instructions to map "
-                                               "onto, one per line (e.g. those the model was trained with)."}),
+                                    "tooltip": "Canonical instructions to snap onto, one per line (default: "
+                                               "the connected ControlNet's training instructions)."}),
                 "llm_model": ("STRING", {"default": "",
                                          "tooltip": "'llm' backend only: path of a local transformers "
                                                     "causal-LM folder (nothing is downloaded)."}),
+                "control_net": ("CONTROL_NET", {"tooltip": "Optional: the InstructGIE ControlNet you edit "
+                                                           "with; its recorded training instructions become "
+                                                           "the bank the instruction is snapped onto."}),
             },
         }
 
-    def unify(self, text, backend="rules", clip=None, bank="", llm_model=""):
+    def unify(self, text, backend="rules", clip=None, bank="", llm_model="", control_net=None):
         from gie_core import instruction
 
         if not isinstance(text, str):
@@ -67,17 +72,28 @@ class InstructionUnifier:
             if value is not None and not isinstance(value, str):
                 raise fail(NODE, f"'{name}' must be text, got {type(value).__name__}")
         lines = [ln.strip() for ln in (bank or "").splitlines() if ln.strip()]
+        if not lines and control_net is not None:
+            from .loader import vmamba_hint_block
+            block = vmamba_hint_block(control_net)
+            if block is None:
+                raise fail(NODE, "'control_net' is not an InstructGIE VMamba ControlNet; load it with "
+                                 "the InstructGIE ControlNet loader")
+            lines = list(getattr(block, "instruction_bank", None) or [])
         options = {}
-        if backend == "embedding":
-            if not lines:
-                raise fail(NODE, "the 'embedding' backend needs 'bank': canonical instructions, one per line")
-            options["bank"] = lines
+        if backend == "embedding" and not lines:
+            raise fail(NODE, "the 'embedding' backend needs a bank: connect the InstructGIE ControlNet "
+                             "or type canonical instructions into 'bank', one per line")
         if backend == "llm":
             if not (llm_model or "").strip():
                 raise fail(NODE, "the 'llm' backend needs 'llm_model': the path of a local causal-LM folder")
             options["model"] = llm_model.strip()
         try:
-            unified = instruction.unify(text, backend=backend, **options)
+            if lines:
+                match = instruction.unify_match(text, backend=backend, bank=lines, **options)
+                unified, shown = match.output, match.describe()
+            else:
+                unified = instruction.unify(text, backend=backend, **options)
+                shown = "no instruction bank (connect the InstructGIE ControlNet to snap onto its training instructions)"
         except (ValueError, ImportError, OSError) as e:  # e.g. an optional backend's package is missing
             raise fail(NODE, str(e)) from None
         if not isinstance(unified, str) or not unified.strip():
@@ -88,4 +104,4 @@ class InstructionUnifier:
                 raise fail(NODE, f"'clip' must be a CLIP from a checkpoint or CLIP loader, got {type(clip).__name__}")
             # What ComfyUI's CLIP Text Encode node does.
             conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(unified))
-        return (unified, conditioning)
+        return {"ui": {"text": [f"{unified}\n{shown}"]}, "result": (unified, conditioning, shown)}

@@ -97,6 +97,10 @@ def load_vmamba_controlnet_for_comfy(path: str, name: str | None = None):
                          f"ControlNet's first block has {cldm.model_channels}")
     encoder.eval()
     block = VMambaHintBlock(encoder.float(), context_dim=config.get("cross_attention_dim"), base=base_family(config))
+    try:  # the unified instructions it was trained on, for the Instruction Unifier (None: older file)
+        block.instruction_bank = io.read_instruction_bank(path)
+    except io.VMambaControlNetFileError as e:
+        raise fail(NODE, f"'{name}' cannot be used: {e}") from None
     # The placeholder conv block is dropped here; the patcher has not sized the model yet, so the
     # VMamba weights are counted by ComfyUI's memory management.
     cldm.input_hint_block = block.to(next(cldm.parameters()).device)

@@ -33,20 +33,15 @@ def test_model_ships_inside_the_package(embedder):
     assert load_embedder() is embedder  # cached in-process
 
 
-def _cosine_argmax(embedder, text, bank):
-    # Independent of the unifier: plain numpy on the model's raw embeddings.
-    q = embedder.encode([text], convert_to_numpy=True)[0]
-    b = embedder.encode(bank, convert_to_numpy=True)
-    sims = b @ q / (np.linalg.norm(b, axis=1) * np.linalg.norm(q))
-    return int(sims.argmax()), float(sims.max())
-
-
-def test_unparsed_text_maps_to_nearest_bank_entry(embedder):
-    text, bank = "could the car go away", BANK[:12]
+def test_embedding_backend_snaps_unparsed_text_to_the_nearest_bank_entry(embedder):
+    text, bank = "could the car please go away now", BANK[:12]
     assert "remove the car" in bank
     assert not is_canonical(unify(text))  # the rules leave it unparsed
-    i, sim = _cosine_argmax(embedder, unify(text), bank)
-    assert bank[i] == "remove the car"
+    q = embedder.encode([unify(text)], convert_to_numpy=True)[0]
+    b = embedder.encode(bank, convert_to_numpy=True)
+    sims = b @ q / (np.linalg.norm(b, axis=1) * np.linalg.norm(q))  # plain numpy, not the bank code
+    assert bank[int(sims.argmax())] == "remove the car"
+    sim = float(sims.max())
     assert unify(text, backend="embedding", bank=bank, threshold=sim - 0.01) == "remove the car"
     # Below the threshold the rules result (the cleaned text) comes back.
     assert unify(text, backend="embedding", bank=bank, threshold=min(1.0, sim + 0.01)) == unify(text)
@@ -82,7 +77,7 @@ def test_embedding_bad_arguments(embedder, tmp_path):
     with pytest.raises(ValueError, match="bank"):
         unify("x y", backend="embedding", bank=[])
     with pytest.raises(ValueError, match="sentence-transformers folder"):
-        unify("x y", backend="embedding", bank=BANK, model=str(tmp_path))
+        unify("x y z w", backend="embedding", bank=BANK, model=str(tmp_path))
 
 
 def test_cli_embedding_with_bank_file(embedder, tmp_path, capsys):
@@ -90,7 +85,7 @@ def test_cli_embedding_with_bank_file(embedder, tmp_path, capsys):
     bank = tmp_path / "bank.txt"
     bank.write_text("\n".join(BANK) + "\n", encoding="utf-8")
     assert main(["unify", "--backend", "embedding", "--bank", str(bank), "--threshold", "0.6",
-                 "could the car go away", "paint the car red"]) == 0
+                 "could the car please go away now", "paint the car red"]) == 0
     assert capsys.readouterr().out.splitlines() == ["remove the car", "change the colour of the car to red"]
 
 
@@ -146,7 +141,7 @@ def tiny_lms(tmp_path_factory):
     return folders
 
 
-def test_llm_answer_that_parses_is_used(tiny_lms):
+def test_llm_answer_of_good_form_is_used(tiny_lms):
     from gie_core.instruction.llm import LLMUnifier
     lm = LLMUnifier.cached(tiny_lms["bigram"])
     assert lm.generate("zorp the car").startswith(" remove the car")
@@ -154,6 +149,35 @@ def test_llm_answer_that_parses_is_used(tiny_lms):
     out = unify("Zorp the car!", backend="llm", model=tiny_lms["bigram"])
     assert out == "remove the car"
     assert unify(out, backend="llm", model=tiny_lms["bigram"]) == out
+    # The same answer to an instruction about something else drops its object: the rules decide.
+    assert unify("zorp the boat", backend="llm", model=tiny_lms["bigram"]) == "zorp the boat"
+
+
+def test_llm_answers_are_judged_for_form_not_grammar():
+    from gie_core.instruction.llm import check_answer
+    assert check_answer("remove the car", "zorp the car") is None
+    assert check_answer("gently wash the car with soap", "scrub the car with soap") is not None  # adverb first
+    assert check_answer("wash the car with soap", "scrub the car with soap") is None  # not in the grammar
+    assert "drops" in check_answer("remove it", "zorp the red car")
+    assert "base form" in check_answer("the car is removed", "zorp the car")
+    assert check_answer("Instruction: remove the car", "zorp the car") is not None
+    assert check_answer("", "x") == "empty answer"
+    assert "side" in check_answer("remove the car on the left", "zorp the car")
+
+
+def test_llm_timeout_and_cache_file(tiny_lms, tmp_path):
+    from gie_core.instruction.llm import LLMUnifier
+    cache = tmp_path / "answers.json"
+    lm = LLMUnifier(tiny_lms["bigram"], timeout=30, cache_file=cache)
+    assert lm.unify_cleaned(["zorp the car"]) == ["remove the car"]
+    assert json.loads(cache.read_text())["answers"]["zorp the car"].startswith(" remove the car")
+    again = LLMUnifier(tiny_lms["bigram"], cache_file=cache)  # a new process would start like this
+    assert again.unify_cleaned(["zorp the car"]) == ["remove the car"] and again.stats["cached"] == 1
+    with pytest.raises(ValueError, match="timeout"):
+        LLMUnifier(tiny_lms["bigram"], timeout=0)
+    # A decode cut short by the time limit gives a partial answer: judged, and the rules take over.
+    slow = LLMUnifier(tiny_lms["random"], timeout=1e-6)
+    assert slow.unify_cleaned(["please paint the car red"]) == [unify("please paint the car red")]
 
 
 def test_llm_leaves_canonical_input_alone(tiny_lms):

@@ -155,17 +155,18 @@ def test_unifier_maps_paraphrases_to_one_instruction_and_is_idempotent():
     from gie_core.instruction import unify
 
     node = Unifier()
-    a, cond = node.unify("Could you please paint the car red?", "rules")
-    b, _ = node.unify("make the car red", "rules")
+    a, cond, match = node.unify("Could you please paint the car red?", "rules")["result"]
+    b, _, _ = node.unify("make the car red", "rules")["result"]
+    assert "no instruction bank" in match
     assert cond is None
     assert a == unify("Could you please paint the car red?")
     assert a == b, "two phrasings of one edit must give one instruction"
-    assert node.unify(a, "rules")[0] == a
+    assert node.unify(a, "rules")["result"][0] == a
 
 
 def test_unifier_encodes_the_unified_text_with_a_connected_clip():
     clip = FakeClip()
-    text, cond = Unifier().unify("  please paint the car red!! ", "rules", clip=clip)
+    text, cond, _ = Unifier().unify("  please paint the car red!! ", "rules", clip=clip)["result"]
     assert clip.texts == [text]  # the unified text is what gets encoded, not the raw one
     assert cond[0][0].shape == (1, 77, 8) and float(cond[0][0][0, 0, 0]) == len(text)
 
@@ -414,6 +415,8 @@ def _check_outcome(call):
         COUNT["error"] += 1
         return "error"
     COUNT["ok"] += 1
+    if isinstance(result, dict):  # a node that also shows text in the UI: {"ui": ..., "result": (...)}
+        result = result["result"]
     for out in result:
         if isinstance(out, torch.Tensor):
             assert torch.isfinite(out).all(), "NaN/inf in a node output"

@@ -71,6 +71,7 @@ def test_dataset_items_and_determinism():
     assert not a["hint"][:, 32:, 32:].any() or a["hint"][:, 32:, 32:].std() == 0  # the target is blanked
     texts = {ds[i]["instruction"] for i in range(60)}
     assert texts & set(ic.GENERIC_INSTRUCTIONS) and texts - set(ic.GENERIC_INSTRUCTIONS)
+    assert {ds[i]["instruction"] for i in range(60)} <= set(ds.instructions())
     fams = {ds[i]["family"] for i in range(200)}
     assert fams <= set(ic.SEEN_FAMILIES) and len(fams) >= 8
     only = ic.InContextEditDataset("incontext:size=32,families=invert+gamma", k=2, tile=32)

@@ -726,8 +726,10 @@ class Trainer:
             self.ema.store(params)
             self.ema.copy_to(params)
         try:
+            # The unified instructions it learnt: inference snaps new wordings onto them.
+            bank = sorted(set(self.train_set.instructions()) | set(self.val_set.instructions())) if self.cfg.liu else None
             path = save_controlnet(model, self.out / self.cfg.export_name,
-                                   {"trainer_config": json.dumps(self.cfg.to_dict())})
+                                   {"trainer_config": json.dumps(self.cfg.to_dict())}, instruction_bank=bank)
             if self.cfg.export_base or self.cfg.train_unet or self.cfg.train_text_encoder \
                     or self.cfg.vae_pretrain_steps > 0:
                 self.save_base(self.out / "base")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from .grammar import Edit, render
 from .rules import clean, parse_text
+from .wellformed import check as check_form
 
 MAX_CHARS = 2000
 BACKENDS = ("rules", "embedding", "llm")
@@ -38,21 +39,30 @@ def check_instruction(text, *, truncate: bool = False, name: str = "text") -> st
     return text
 
 
+def rules_output(c: str) -> str | None:
+    """What the rules render for cleaned text ``c`` (``None`` when they cannot parse it), before
+    the round-trip and well-formedness guards of :func:`_unify_clean`; tests check it directly."""
+    edits = parse_text(c)
+    return render(edits) if edits else None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _verified(out: str) -> bool:
+    """Whether a rendered instruction is clean, re-parses to itself and is well-formed English;
+    checked once per distinct output (a dataset has far fewer outputs than inputs)."""
+    if clean(out) != out:
+        return False
+    again = parse_text(out)
+    return bool(again) and render(again) == out and not check_form(out)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _unify_clean(c: str) -> str:
-    """The rules result for already-cleaned text ``c``: canonical if it parses and the canonical
-    text re-parses to itself, else ``c`` unchanged. unify(x) depends only on clean(x) and clean is
-    idempotent, which makes unify idempotent by construction."""
-    edits = parse_text(c)
-    if not edits:
-        return c
-    out = render(edits)
-    if clean(out) != out:
-        return c
-    again = parse_text(out)
-    if not again or render(again) != out:
-        return c
-    return out
+    """The rules result for already-cleaned text ``c``: canonical if it parses, the canonical text
+    re-parses to itself and is well-formed English, else ``c`` unchanged. unify(x) depends only on
+    clean(x) and clean is idempotent, which makes unify idempotent by construction."""
+    out = rules_output(c)
+    return out if out is not None and _verified(out) else c
 
 
 def _clean_checked(text, truncate: bool, name: str = "text") -> str:
@@ -71,51 +81,111 @@ def unify_rules(text: str, *, truncate: bool = False) -> str:
 
 def unify(text: str, backend: str = "rules", *, bank: Iterable[str] | None = None,
           threshold: float | None = None, model: str | None = None, device: str = "cpu",
-          truncate: bool = False) -> str:
+          truncate: bool = False, similarity: str = "auto", timeout: float | None = None,
+          parser: bool = False) -> str:
     """Rewrite an image-editing instruction into its canonical form.
 
-    ``backend``: ``"rules"`` (offline default, deterministic, fast), ``"embedding"`` (maps onto
-    the nearest instruction of ``bank`` with the bundled MiniLM sentence embedder when the cosine
-    similarity is at least ``threshold``; needs ``bank``), or ``"llm"`` (a local transformers
-    causal-LM folder given as ``model``; its answer is kept only if it parses under the canonical
-    grammar). All backends are deterministic and idempotent, and fall back to ``rules``.
+    ``backend``: ``"rules"`` (offline default, deterministic, fast), ``"llm"`` (a local
+    transformers causal-LM folder given as ``model``; its answer is kept when it is a well-formed
+    canonical instruction, else the rules decide; see :mod:`.llm`), or ``"embedding"`` (the rules,
+    then snapping to ``bank`` by MiniLM similarity; ``model`` may name another local
+    sentence-transformers folder).
+
+    ``bank``: canonical instructions a model was trained on (see :mod:`.bank`); the result is
+    snapped to the nearest entry when close and no contrast guard fires (add vs remove, older vs
+    younger, other numbers or colours…). :func:`unify_match` reports the match and its score.
+    Without a bank the result is the backend's. Deterministic and idempotent.
+
+    ``parser``: when the rules cannot read the text, let spaCy's dependency parse offer simpler
+    wordings (see :mod:`.parser`; needs the ``nlp`` extra). Off by default so that the result
+    does not depend on what is installed.
+
     Raises :class:`InstructionError` (a ``ValueError``) on empty, whitespace-only or over-long
     text (unless ``truncate``) and :class:`InstructionTypeError` on non-strings.
     """
     return unify_batch([text], backend, bank=bank, threshold=threshold, model=model,
-                       device=device, truncate=truncate, progress=False)[0]
+                       device=device, truncate=truncate, progress=False, similarity=similarity,
+                       timeout=timeout, parser=parser)[0]
 
 
 def unify_batch(texts: Iterable[str], backend: str = "rules", *, bank: Iterable[str] | None = None,
                 threshold: float | None = None, model: str | None = None, device: str = "cpu",
-                truncate: bool = False, progress: bool = False) -> list[str]:
+                truncate: bool = False, progress: bool = False, similarity: str = "auto",
+                timeout: float | None = None, parser: bool = False) -> list[str]:
     """:func:`unify` over many instructions (a whole dataset); model backends are loaded once and
-    cached in-process, the embedding backend encodes the batch at once."""
+    cached in-process, and each distinct text is unified once."""
+    if bank is None:
+        return _backend_batch(texts, backend, model=model, device=device, truncate=truncate,
+                              progress=progress, timeout=timeout, parser=parser)[1]
+    return [m.output for m in unify_match_batch(
+        texts, backend, bank=bank, threshold=threshold, model=model, device=device,
+        truncate=truncate, progress=progress, similarity=similarity, timeout=timeout, parser=parser)]
+
+
+def unify_match(text: str, backend: str = "rules", *, bank: Iterable[str], **kwargs):
+    """:func:`unify` with a bank, returning the :class:`~gie_core.instruction.bank.BankMatch`
+    (``.output`` is what :func:`unify` returns; ``.match`` and ``.score`` the nearest entry)."""
+    return unify_match_batch([text], backend, bank=bank, **kwargs)[0]
+
+
+def unify_match_batch(texts: Iterable[str], backend: str = "rules", *, bank: Iterable[str],
+                      threshold: float | None = None, model: str | None = None, device: str = "cpu",
+                      truncate: bool = False, progress: bool = False, similarity: str = "auto",
+                      timeout: float | None = None, parser: bool = False) -> list:
+    """:func:`unify_match` over many instructions."""
+    from .bank import cached_bank
+    if isinstance(bank, str):
+        raise InstructionTypeError("bank: expected a list of canonical instructions, got one string")
+    texts, unified = _backend_batch(texts, backend, model=model, device=device, truncate=truncate,
+                                    progress=progress, timeout=timeout, for_bank=True, parser=parser)
+    emb_model = model if backend == "embedding" else None
+    if backend == "embedding":
+        similarity = "embedding"
+    b = cached_bank(tuple(bank), threshold, similarity, emb_model, device)
+    return b.match_unified(texts, unified)
+
+
+def _backend_batch(texts, backend: str, *, model, device, truncate, progress, timeout,
+                   for_bank: bool = False, parser: bool = False) -> tuple[list[str], list[str]]:
+    """(the input texts, the backend's canonical results)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if isinstance(texts, str):
         raise InstructionTypeError("texts: expected a list of instruction strings, got one string")
     texts = list(texts)
     cleaned = [_clean_checked(t, truncate, name=f"texts[{i}]") for i, t in enumerate(texts)]
-    if backend == "rules":
+    if backend == "embedding" and not for_bank:
+        raise ValueError("bank: the embedding backend needs a bank of canonical instructions "
+                         "(e.g. the training set's unified instructions, or a model's bank)")
+    if backend in ("rules", "embedding"):
         it = cleaned
         if progress:
             from tqdm.auto import tqdm
             it = tqdm(cleaned, desc="unify (rules)", unit="instr")
-        return [_unify_clean(c) for c in it]
-    if backend == "embedding":
-        if bank is None:
-            raise ValueError("bank: the embedding backend needs a bank of canonical instructions "
-                             "(e.g. the training set's unified instructions)")
-        from .embedding import EmbeddingUnifier
-        unifier = EmbeddingUnifier.cached(tuple(bank), threshold=threshold, model_path=model,
-                                          device=device)
-        return unifier.unify_cleaned(cleaned, progress=progress)
+        out = [_unify_clean(c) for c in it]
+        return texts, _with_parser(cleaned, out) if parser else out
     if model is None:
         raise ValueError("model: the llm backend needs a local transformers causal-LM folder")
     from .llm import LLMUnifier
-    unifier = LLMUnifier.cached(model, device=device)
-    return unifier.unify_cleaned(cleaned, progress=progress)
+    unifier = LLMUnifier.cached(model, device=device, timeout=timeout)
+    return texts, unifier.unify_cleaned(cleaned, progress=progress)
+
+
+def _with_parser(cleaned: list[str], out: list[str]) -> list[str]:
+    """Give text the rules left unparsed a second chance through the dependency parser."""
+    from . import parser
+    todo = sorted({c for c, o in zip(cleaned, out) if o == c and not is_canonical(o)})
+    if not todo:
+        return out
+    better = {}
+    for c, cands in zip(todo, parser.simplify_batch(todo)):
+        for cand in cands:
+            cc = clean(cand)
+            got = _unify_clean(cc) if cc else cc
+            if cc and is_canonical(got):
+                better[c] = got
+                break
+    return [better.get(c, o) for c, o in zip(cleaned, out)]
 
 
 def parse(text: str, *, truncate: bool = False) -> list[Edit]:

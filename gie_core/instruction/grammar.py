@@ -14,15 +14,18 @@ material    ``make the table out of wood``
 clothing    ``make the man wear a suit``
 hair        ``change the hair of the woman to blonde``
 expression  ``change the expression of the man to sad``
-age         ``make the woman older``
-size        ``make the shapes bigger`` / ``make the car smaller``
+age         ``make the woman older`` / ``make the woman ten years older``
+size        ``make the shapes bigger`` / ``make the tree taller``
+state       ``make the street flooded`` (any other adjective of a thing)
 background  ``change the background to a beach``
 style       ``make it a watercolor painting`` / ``make it anime style``
 season      ``change the season to winter``
 weather     ``change the weather to snowy``
 time        ``change the time of day to night``
 transform   ``flip the image horizontally`` / ``rotate the image 90 degrees clockwise`` /
-            ``invert the colours of the image`` / ``blur the image`` / ``make the image brighter``
+            ``invert the colours of the image`` / ``blur the image`` / ``make the image brighter`` /
+            ``increase the contrast of the image slightly`` / ``zoom in on the image`` /
+            ``crop the image to a square`` / ``add a vignette to the image``
 ==========  ==========================================================
 
 Everything is lower case; entities carry no leading article (the renderer adds ``the`` to things
@@ -32,10 +35,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .lexicon import LEX
+
 # The fixed clause order: object-level edits first, whole-image edits last.
 FAMILIES: tuple[str, ...] = (
     "replace", "remove", "add", "colour", "material", "clothing", "hair", "expression", "age",
-    "size", "background", "style", "season", "weather", "time", "transform",
+    "size", "state", "background", "style", "season", "weather", "time", "transform",
 )
 _RANK = {f: i for i, f in enumerate(FAMILIES)}
 CLAUSE_SEPARATOR = "; "
@@ -94,14 +99,10 @@ def indefinite(entity: str) -> str:
     return "a " + entity
 
 
-# Style values whose head noun is countable: "make it a watercolor painting".
-STYLE_NOUNS = frozenset(
-    "painting sketch drawing illustration cartoon photograph photo poster mosaic render comic "
-    "engraving etching woodcut collage caricature doodle portrait".split()
-)
-# Style values rendered bare: "make it pixel art", "make it black and white".
-STYLE_BARE = frozenset({"pixel art", "pop art", "line art", "clip art", "concept art", "black and white",
-                        "sepia", "grayscale", "greyscale", "monochrome", "low poly", "vintage", "retro"})
+# Style values whose head noun is countable ("make it a watercolor painting") and styles rendered
+# bare ("make it pixel art"); both lists live in data/lexicon.json.
+STYLE_NOUNS = LEX["style_nouns"]
+STYLE_BARE = LEX["style_bare"]
 
 
 def render_style(value: str) -> str:
@@ -115,19 +116,30 @@ def render_style(value: str) -> str:
 
 # Whole-image pixel transforms. The Edit value is the operation without its object:
 # "flip horizontally", "rotate 90 degrees clockwise", "rotate 180 degrees", "invert", "blur",
-# "sharpen", "pixelate", "brighter", "darker".
+# "sharpen", "pixelate", "brighter", "slightly darker", "increase contrast", "decrease saturation
+# slightly", "zoom in", "zoom out", "crop square", "vignette", "warmer", "cooler".
 TRANSFORM_VERBS = frozenset({"flip", "rotate", "invert", "blur", "sharpen", "pixelate"})
-TRANSFORM_LEVELS = frozenset({"brighter", "darker"})
+TRANSFORM_LEVELS = frozenset({"brighter", "darker", "slightly brighter", "slightly darker"})
+TRANSFORM_FIXED = {"zoom in": "zoom in on the image", "zoom out": "zoom out of the image",
+                   "crop square": "crop the image to a square",
+                   "vignette": "add a vignette to the image",
+                   "warmer": "make the colours of the image warmer",
+                   "cooler": "make the colours of the image cooler",
+                   "invert": "invert the colours of the image"}
 
 
 def render_transform(value: str) -> str:
     """``flip horizontally`` -> ``flip the image horizontally``; ``invert`` -> ``invert the
-    colours of the image``; ``brighter`` -> ``make the image brighter``."""
-    verb, _, rest = value.partition(" ")
+    colours of the image``; ``brighter`` -> ``make the image brighter``; ``increase contrast
+    slightly`` -> ``increase the contrast of the image slightly``."""
+    if value in TRANSFORM_FIXED:
+        return TRANSFORM_FIXED[value]
     if value in TRANSFORM_LEVELS:
         return f"make the image {value}"
-    if verb == "invert":
-        return "invert the colours of the image"
+    verb, _, rest = value.partition(" ")
+    if verb in ("increase", "decrease"):
+        quality, _, degree = rest.partition(" ")
+        return f"{verb} the {quality} of the image" + (f" {degree}" if degree else "")
     return f"{verb} the image" + (f" {rest}" if rest else "")
 
 
@@ -135,12 +147,14 @@ def render_transform(value: str) -> str:
 class Edit:
     """One parsed edit. ``family`` is one of :data:`FAMILIES`; ``target`` is the thing edited (no
     article: ``"car"``, ``"man's hat"``), ``value`` what it becomes or what is added, ``place``
-    where an added object goes. Unused fields are ``None``."""
+    where an added object goes, ``relation`` how (``None`` means ``to``: "add a dog next to the
+    boy"). Unused fields are ``None``."""
 
     family: str
     target: str | None = None
     value: str | None = None
     place: str | None = None
+    relation: str | None = None  # add only: where the thing goes relative to place ("next to")
 
     def __post_init__(self):
         if self.family not in _RANK:
@@ -154,7 +168,8 @@ class Edit:
         if f == "remove":
             return f"remove {definite(t)}"
         if f == "add":
-            return f"add {indefinite(v)}" + (f" to {definite(self.place)}" if self.place else "")
+            return f"add {indefinite(v)}" + (f" {self.relation or 'to'} {definite(self.place)}"
+                                             if self.place else "")
         if f == "colour":
             return f"change the colour of {definite(t)} to {v}"
         if f == "material":
@@ -165,7 +180,7 @@ class Edit:
             return f"change the hair of {definite(t)} to {v}" if t else f"change the hair to {v}"
         if f == "expression":
             return f"change the expression of {definite(t)} to {v}"
-        if f in ("age", "size"):
+        if f in ("age", "size", "state"):
             return f"make {definite(t)} {v}"
         if f == "background":
             return f"change the background to {v if _is_adjectival(v) else indefinite(v)}"
@@ -177,19 +192,16 @@ class Edit:
             return f"change the weather to {v}"
         if f == "time":
             return f"change the time of day to {v}"
+        if t is not None:  # a local filter: "blur the background", "pixelate the man's face"
+            return f"{v} {definite(t)}"
         return render_transform(v)
 
     def sort_key(self) -> tuple:
         return (_RANK[self.family], self.render())
 
 
-COLOURS = frozenset(
-    "red blue green yellow orange purple pink black white grey brown violet cyan magenta teal "
-    "turquoise beige navy maroon lavender crimson scarlet indigo lilac cream ivory olive khaki "
-    "amber emerald burgundy mint coral peach tan".split()
-)
-_BACKGROUND_ADJECTIVES = frozenset("blurry blurred dark bright transparent empty plain solid "
-                                   "gradient colorful colourful".split())
+COLOURS = LEX["colours"]
+_BACKGROUND_ADJECTIVES = LEX["background_adjectives"]
 
 
 def _is_adjectival(value: str) -> bool:

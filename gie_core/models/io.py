@@ -8,6 +8,10 @@ The safetensors metadata holds::
     format_version  "1"
     config          the full diffusers config as JSON (including "hint_encoder_config")
     base            "sd1" / "sd2" / "sdxl" / "unknown" (informative)
+    instruction_bank  optional: the unified instructions the model was trained on, as JSON
+                    ``{"version": 1, "liu_backend": ..., "instructions": [...]}``; inference snaps
+                    new instructions onto them (gie_core.instruction.bank). Files without it load
+                    as before.
 
 so the file alone rebuilds the model. Every failure is a :class:`VMambaControlNetFileError`
 (a ``ValueError``) whose subclass and message say what is wrong.
@@ -25,6 +29,7 @@ from .configs import BASE_KEYS, base_family
 FORMAT_NAME = "instructgie-vmamba-controlnet"
 FORMAT_VERSION = 1
 HINT_PREFIX = "controlnet_cond_embedding."
+BANK_KEY = "instruction_bank"
 
 
 class VMambaControlNetFileError(ValueError):
@@ -66,11 +71,13 @@ def model_config_dict(model) -> dict:
     return {k: _plain(v) for k, v in dict(model.config).items() if not k.startswith("_")}
 
 
-def save_vmamba_controlnet(model, path: str | os.PathLike, extra_metadata: dict | None = None) -> Path:
+def save_vmamba_controlnet(model, path: str | os.PathLike, extra_metadata: dict | None = None,
+                           instruction_bank=None) -> Path:
     """Write ``model`` (a :class:`~gie_core.models.VMambaControlNetModel`) to one ``.safetensors`` file.
 
     Tensors keep the model's dtype. ``extra_metadata`` (str → str) is stored alongside, for provenance.
-    Returns the path written.
+    ``instruction_bank``: the unified instructions the model was trained on (a list of strings; by
+    default the model's own ``instruction_bank`` attribute, if it has one). Returns the path written.
     """
     from safetensors.torch import save_file
 
@@ -86,6 +93,11 @@ def save_vmamba_controlnet(model, path: str | os.PathLike, extra_metadata: dict 
         "config": json.dumps(config, sort_keys=True),
         "base": base_family(config),
     }
+    if instruction_bank is None:
+        instruction_bank = getattr(model, "instruction_bank", None)
+    if instruction_bank is not None:
+        from gie_core.instruction.bank import encode_bank
+        metadata[BANK_KEY] = encode_bank(instruction_bank)
     for k, v in (extra_metadata or {}).items():
         if k in metadata or not isinstance(k, str) or not isinstance(v, str):
             raise ValueError(f"save_vmamba_controlnet: extra_metadata must map new str keys to str values; bad key {k!r}")
@@ -114,6 +126,19 @@ def read_vmamba_config(path: str | os.PathLike) -> dict:
     """The full diffusers config stored in a VMamba ControlNet file (``hint_encoder_config`` included)."""
     with _open(path) as f:
         return _config_from_metadata(f.metadata(), path)
+
+
+def read_instruction_bank(path: str | os.PathLike) -> list[str] | None:
+    """The instruction bank stored in a VMamba ControlNet file, ``None`` when it has none."""
+    from gie_core.instruction.bank import decode_bank
+
+    with _open(path) as f:
+        metadata = f.metadata() or {}
+        _config_from_metadata(metadata, path)
+    try:
+        return decode_bank(metadata.get(BANK_KEY), str(path))
+    except ValueError as e:
+        raise CorruptFileError(str(e)) from None
 
 
 def _config_from_metadata(metadata: dict | None, path) -> dict:
@@ -210,7 +235,8 @@ def load_vmamba_controlnet(path: str | os.PathLike, device=None, dtype=None, bas
     from .controlnet import VMambaControlNetModel
 
     with _open(path) as f:
-        config = _config_from_metadata(f.metadata(), path)
+        metadata = f.metadata() or {}
+        config = _config_from_metadata(metadata, path)
         if base_config is not None:
             check_base_compatibility(config, base_config, source=str(path))
         try:
@@ -228,6 +254,11 @@ def load_vmamba_controlnet(path: str | os.PathLike, device=None, dtype=None, bas
     model.eval()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
+    from gie_core.instruction.bank import decode_bank
+    try:  # not a config entry: the bank is data about training, not about the architecture
+        model.instruction_bank = decode_bank(metadata.get(BANK_KEY), str(path))
+    except ValueError as e:
+        raise CorruptFileError(str(e)) from None
     return model
 
 

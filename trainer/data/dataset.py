@@ -183,6 +183,10 @@ class InContextDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def instructions(self) -> list[str]:
+        """The (unified) instructions this dataset's samples carry."""
+        return [g.instruction for g in self.groups]
+
     def _load(self, rec: PairRecord) -> tuple[Any, Any]:
         return load_image(rec.before, self.min_side), load_image(rec.after, self.min_side)
 

@@ -386,6 +386,12 @@ class InContextEditDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def instructions(self) -> list[str]:
+        """Every (unified) instruction a sample can carry: the generic ones and the paraphrases of
+        this dataset's families."""
+        texts = list(GENERIC_INSTRUCTIONS) + [p for f in self.families for p in FAMILIES[f].paraphrases]
+        return sorted({self.unify(t) for t in texts})
+
     def unify(self, text: str) -> str:
         if text not in self._unified:
             self._unified[text] = self._unify(text)

@@ -1,0 +1,954 @@
+"""The rule table of the ``rules`` backend: family → pattern → handler.
+
+:data:`FRAMES` are imperative clauses ("remove the car", "paint the car red"), tried in order;
+:data:`REWRITES` turn wishes, statements and participles into imperatives ("I'd like the car to
+be red" → "make the car red", "the photo rotated by 90 degrees" → "rotate the photo by 90
+degrees"); :data:`CAPTIONS` read terse descriptions of the result ("blue car", "a cat on the
+sofa", "the sofa without the cat"), tried last because they are the loosest.
+
+A pattern (see :mod:`.patterns`) captures slots; its handler turns them into an
+:class:`~gie_core.instruction.grammar.Edit` or returns ``None`` (then the next frame is tried).
+Handlers only classify slot text with the vocabularies of ``data/lexicon.json`` (through
+:mod:`.values`); they never guess. To teach the rules a new phrasing, add a row here; to teach
+them a word, add it to the lexicon.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .grammar import Edit, is_plural
+from .lexicon import LEX, alternation, participle, verb_lemma
+from .patterns import add_classes
+from .text import entity, head, is_image, resolve_pronoun, valid_entity
+from .values import (
+    age_value,
+    background_value,
+    classify_global,
+    colour_value,
+    degree,
+    expression_value,
+    global_value,
+    hair_value,
+    is_background,
+    material_value,
+    person_hair_value,
+    size_value,
+    state_value,
+    strip_look,
+    style_value,
+)
+
+Handler = Callable[..., "Edit | None"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    family: str  # the family the frame usually yields (documentation and coverage reports)
+    pattern: str
+    handler: Handler
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    name: str
+    pattern: str
+    template: str  # slots in braces: "make {x} {v}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Entities
+
+def ent(x: str | None) -> str | None:
+    """A thing in the image (normalised), or ``None`` when ``x`` is not one."""
+    if x is None:
+        return None
+    t = entity(x)
+    return t if valid_entity(t) and not is_image(t) and not is_image(x) else None
+
+
+_BODY = alternation(LEX["body_parts"])
+_OWNED_PART = re.compile(rf"^(.+?)'s? {_BODY}$|^(?:the )?{_BODY} of (.+)$")
+
+
+def owner_of_part(np: str) -> str | None:
+    """'man's head' / 'the neck of the woman' → 'man' / 'woman' (for garments put on a body part)."""
+    m = _OWNED_PART.match(np)
+    if not m:
+        return None
+    return ent(m.group(1) or m.group(2))
+
+
+def is_being(np: str) -> bool:
+    return head(np) in LEX["beings"] or np in LEX["beings"] or np.split()[-1:] == ["face"]
+
+
+def is_garment(np: str) -> bool:
+    words = np.split()
+    return bool(words) and (words[-1] in LEX["garments"] or " ".join(words[-2:]) in LEX["garments"])
+
+
+_LOCATOR = re.compile(rf"\s+{alternation(LEX['locators'])}$")
+_SOURCE = re.compile(r"^(.+?)\s+(?:from|on|in|off|out of|inside|at|under|next to|near|by|beside|"
+                     r"behind|above|over|in front of|sitting on|standing on)\s+(?:the|this|that|"
+                     r"his|her|their|its|my|a)\s+(.+)$")
+
+
+def removal_target(x: str) -> str | None:
+    """The thing to remove, without where it is ('the cat on the sofa' → 'cat') unless the place
+    tells two things apart ('the man on the left', 'the people in the background')."""
+    t = entity(x)
+    if not t:
+        return None
+    loc = _LOCATOR.search(t)
+    if loc:
+        base = ent(t[:loc.start()])
+        return f"{base}{loc.group(0)}" if base else None
+    m = _SOURCE.match(t)
+    if m and ent(m.group(1)) and valid_entity(m.group(2)):
+        place = m.group(2)
+        if not is_being(place) or not is_garment(m.group(1)):
+            return ent(m.group(1))
+        return f"{entity(resolve_pronoun(place))}'s {ent(m.group(1))}"  # "the hat on the man"
+    return ent(t)
+
+
+# ----------------------------------------------------------------------------------------------
+# Handlers
+
+def h_replace(x: str, y: str, **_) -> Edit | None:
+    if is_background(x):
+        return h_background(y)
+    if is_image(x):
+        return classify_global(y)
+    xe, ye = ent(x), ent(y)
+    if xe is None or ye is None or xe == ye:
+        return None
+    xg, yg = global_value(xe), global_value(ye)
+    for fam, vocab in (("time", "times"), ("season", "seasons"), ("weather", "weather")):
+        if xg in LEX[vocab] and yg in LEX[vocab]:
+            return Edit(fam, value=LEX[vocab][yg])
+    return Edit("replace", target=xe, value=ye)
+
+
+def h_remove(x: str, **_) -> Edit | None:
+    t = removal_target(x)
+    if t is None:
+        return None
+    if is_background(t):
+        return None  # "remove the background": no clause says what comes instead
+    if t in ("colour", "color", "colours", "colors"):
+        return None
+    return Edit("remove", target=t)
+
+
+def h_background(v: str, **_) -> Edit | None:
+    if strip_look(v) in ("blurry", "blurred", "out of focus", "blurrier", "soft", "bokeh"):
+        return Edit("transform", target="background", value="blur")
+    val = background_value(v)
+    return Edit("background", value=val) if val else None
+
+
+_REL = alternation(LEX["add_relations"])
+_PLACE = re.compile(rf"^(.+?)\s+({_REL})\s+((?:the|his|her|their|its|my|this|that|him|it|them)\b.*)$")
+_WEATHER_NOUNS = LEX["weather_nouns"]
+
+
+def h_add(y: str, place: str | None = None, relation: str | None = None, **_) -> Edit | None:
+    """'a cat on the sofa' / 'a dog next to the boy' / 'two more birds' / 'snow'."""
+    body = re.sub(r"\s+(?:in|on|there|here|in there|in here|to it|to this)$", "", y.strip())
+    if place is None:
+        m = _PLACE.match(body)
+        if m:
+            body, relation, place = m.group(1), m.group(2), m.group(3)
+    relation = LEX["add_relations"].get(relation or "to", "to")
+    obj = entity(body)
+    if obj.startswith("one ") and not is_plural(obj) and not obj.startswith("one more "):
+        obj = obj[4:]  # "add one dog" is "add a dog"; other numbers are kept
+    if not valid_entity(obj) or is_image(obj) or obj in LEX["pronouns"] or \
+            obj in ("him", "her", "them", "me", "us"):
+        return None
+    if place is not None:
+        p = entity(resolve_pronoun(place.strip()))
+        owner = owner_of_part(p)
+        if is_image(place) or is_image(p):
+            place = None
+        elif is_background(p):
+            if head(obj) in LEX["scenes"] and relation == "to":
+                return Edit("background", value=obj)
+            place = "background"
+        elif owner is not None and (is_garment(obj) or obj in LEX["facial_hair"]):
+            place = owner
+        else:
+            place = p if valid_entity(p) else None
+            if place is None:
+                return None
+    if place is None and (obj in _WEATHER_NOUNS or re.sub(r"^an? ", "", obj) in _WEATHER_NOUNS):
+        return Edit("weather", value=LEX["weather"][re.sub(r"^an? ", "", obj)])
+    if place is not None and is_garment(obj) and is_being(place) and relation == "to":
+        return Edit("clothing", target=place, value=obj)
+    if place is not None and relation == "to" and head(obj) in LEX["facial_hair"] and is_being(place):
+        return Edit("add", value=obj, place=place)
+    return Edit("add", value=obj, place=place, relation=None if relation == "to" else relation)
+
+
+def h_add_verb(verb: str, y: str, **_) -> Edit | None:
+    """'put/place …' with a definite object moves something already there: refused."""
+    if re.match(r"^(?:put|place|drop|stick|pop|set|position|move)\b", verb) and \
+            re.match(r"^(?:the|his|her|their|its|this|that|these|those|him|her|them|it|me|us)\b", y) \
+            and not re.search(r"\bin the background$", y):
+        return None
+    return h_add(y)
+
+
+def h_fill(p: str, y: str, **_) -> Edit | None:
+    """'fill the sky with fireworks', 'cover the ground with snow' → add … to …."""
+    return h_add(y, place=p)
+
+
+def _possessed(np: str, nouns: str) -> str | None:
+    m = re.match(rf"^(?:the )?(?:{nouns}) of (.+)$", np)
+    if m:
+        return entity(m.group(1))
+    m = re.match(rf"^(.+?)(?:'s?)? (?:{nouns})$", np)
+    if m:
+        return entity(m.group(1))
+    return None
+
+
+_HAIR = alternation(LEX["hair_words"])
+
+
+def hair_owner(np: str) -> str | None:
+    """'the woman's hair' → 'woman'; 'the hair of the woman' → 'woman'; 'her hair' → 'woman';
+    'the hair' → ''; ``None`` when ``np`` is not hair."""
+    np = entity(np.strip())
+    m = re.match(rf"^(.*?)'s?\s+{_HAIR}$", np)
+    if m:
+        return entity(m.group(1))
+    m = re.match(rf"^{_HAIR} of (.+)$", np)
+    if m:
+        return entity(resolve_pronoun(m.group(1)))
+    if re.match(rf"^{_HAIR}$", np):
+        return ""
+    return None
+
+
+_CARRIERS = alternation(LEX["colour_carriers"])
+
+
+def colour_target(x: str) -> str | None:
+    """The thing whose colour changes: 'the cat's fur' → 'cat', 'the car's paint' → 'car'."""
+    t = entity(x)
+    m = re.match(rf"^(.+?)'s? {_CARRIERS}$", t) or re.match(rf"^(?:the )?{_CARRIERS} of (.+)$", t)
+    if m:
+        return ent(m.group(1))
+    return ent(t)
+
+
+def h_change(x: str, y: str, verb: str = "change", **_) -> Edit | None:
+    """'change/turn/convert <X> (in)to <Y>'."""
+    x, y = x.strip(), y.strip()
+    if is_image(x):
+        return classify_global(y) or _image_level(y)
+    xe = entity(x)
+    for names, fam, vocab in ((("season", "seasons"), "season", "seasons"),
+                              (("weather", "weather conditions", "conditions"), "weather", "weather"),
+                              (tuple(LEX["time_words"]), "time", "times")):
+        if xe in names:
+            v = global_value(y)
+            return Edit(fam, value=LEX[vocab][v]) if v in LEX[vocab] else None
+    if xe in ("style", "art style", "medium", "image style", "look", "aesthetic"):
+        s = style_value(y if y.endswith("style") else y + " style")
+        return Edit("style", value=s) if s else None
+    if is_background(xe) or re.match(r"^(?:background|backdrop) colou?r$", xe):
+        return h_background(y)
+    owner = hair_owner(x)
+    if owner is not None:
+        hv = hair_value(y)
+        return Edit("hair", target=owner or None, value=hv) if hv else None
+    t = _possessed(xe, r"colou?r|colou?ring|paint|paint job|paintwork|fur|coat|skin|tone|hue")
+    if t is not None:
+        c = colour_value(y)
+        if c and valid_entity(t):
+            return Edit("background", value=c) if is_background(t) else Edit("colour", target=t, value=c)
+        return None
+    t = _possessed(xe, r"material|texture")
+    if t is not None:
+        m = material_value(y)
+        return Edit("material", target=t, value=m) if m and valid_entity(t) else None
+    t = _possessed(xe, r"(?:facial )?expression|face|mood|emotion")
+    if t is not None:
+        ex = expression_value(y)
+        return Edit("expression", target=t, value=ex) if ex and valid_entity(t) else None
+    t = _possessed(xe, r"clothes|clothing|outfit|attire|wardrobe|garments")
+    if t is not None:
+        g = entity(y)
+        return Edit("clothing", target=t, value=g) if valid_entity(g) and valid_entity(t) else None
+    xg, yg = global_value(xe), global_value(y)
+    for fam, vocab in (("time", "times"), ("season", "seasons")):
+        if xg in LEX[vocab] and yg in LEX[vocab]:
+            return Edit(fam, value=LEX[vocab][yg])
+    target = colour_target(x)
+    if target is None:
+        return None
+    c = colour_value(y)
+    if c is not None:
+        return Edit("colour", target=target, value=c)
+    m = material_value(y)
+    if m is not None:
+        return Edit("material", target=ent(x), value=m) if ent(x) else None
+    xt = ent(x)
+    if xt is None:
+        return None
+    ye = entity(y)
+    if not valid_entity(ye) or ye == xt or is_image(ye):
+        return None
+    if style_value(y) and re.search(r"\b(?:style|painting|drawing|sketch|cartoon|anime|comic|art|"
+                                    r"illustration|render)\b", y) and verb != "swap":
+        return None  # "turn the man into a cartoon": a local style change we have no clause for
+    return Edit("replace", target=xt, value=ye)
+
+
+_LEVELS = {
+    "brighter": "brighter", "lighter": "brighter", "darker": "darker", "dimmer": "darker",
+    "blurry": "blur", "blurred": "blur", "blurrier": "blur", "out of focus": "blur",
+    "sharper": "sharpen", "sharp": "sharpen", "crisper": "sharpen", "crisp": "sharpen",
+    "in focus": "sharpen", "pixelated": "pixelate", "pixelized": "pixelate", "pixelised": "pixelate",
+    "pixely": "pixelate", "more saturated": "increase saturation", "less saturated": "decrease saturation",
+    "more colorful": "increase saturation", "more colourful": "increase saturation",
+    "more vibrant": "increase saturation", "less vibrant": "decrease saturation",
+    "more vivid": "increase saturation", "less vivid": "decrease saturation",
+    "less colorful": "decrease saturation", "less colourful": "decrease saturation",
+    "more contrasty": "increase contrast", "less contrasty": "decrease contrast",
+    "punchier": "increase contrast", "flatter": "decrease contrast",
+    "more contrast": "increase contrast", "less contrast": "decrease contrast",
+    "higher contrast": "increase contrast", "lower contrast": "decrease contrast",
+    "high contrast": "increase contrast", "low contrast": "decrease contrast",
+    "more saturation": "increase saturation", "less saturation": "decrease saturation",
+    "warmer": "warmer", "cooler": "cooler", "colder": "cooler",
+    "negative": "invert", "inverted": "invert", "upside down": None, "zoomed in": "zoom in",
+    "zoomed out": "zoom out", "square": "crop square", "vignetted": "vignette",
+    "mirrored": "flip horizontally", "more exposed": "brighter", "underexposed": "darker",
+    "overexposed": "brighter", "less bright": "darker", "less dark": "brighter",
+}
+_DEGREED = ("brighter", "darker", "increase contrast", "decrease contrast", "increase saturation",
+            "decrease saturation")
+
+
+def _image_level(v: str) -> Edit | None:
+    """'brighter', 'a little brighter', 'much more saturated', 'blurry' … of the whole image."""
+    deg, core = degree(re.sub(r"^(?:have|with|get)\s+", "", strip_look(v)))
+    core = re.sub(r"^(?:more )(?=(?:saturated|colou?rful|vibrant|vivid|contrasty|exposed)$)", "more ", core)
+    value = _LEVELS.get(core)
+    if value is None and deg == "":
+        m = re.match(r"^(saturated|colou?rful|vibrant|vivid|contrasty|exposed)$", core)
+        if m and v.strip().split()[0] in ("more", "much", "way", "a", "even"):
+            value = _LEVELS.get("more " + core)
+    if value is None:
+        return None
+    if deg and value in _DEGREED:
+        value = f"slightly {value}" if value in ("brighter", "darker") else f"{value} slightly"
+    return Edit("transform", value=value)
+
+
+_QUALITIES = {"brightness": ("brighter", "darker"), "exposure": ("brighter", "darker"),
+              "contrast": ("increase contrast", "decrease contrast"),
+              "saturation": ("increase saturation", "decrease saturation"),
+              "vibrance": ("increase saturation", "decrease saturation"),
+              "vibrancy": ("increase saturation", "decrease saturation"),
+              "colour saturation": ("increase saturation", "decrease saturation"),
+              "color saturation": ("increase saturation", "decrease saturation"),
+              "warmth": ("warmer", "cooler"), "colour temperature": ("warmer", "cooler"),
+              "color temperature": ("warmer", "cooler")}
+_UP = re.compile(r"^(?:increase|increases|increased|increasing|raise|raised|boost|boosted|up|upped|"
+                 r"add|more|bump up|bump|turn up|crank up|pump up|lift|heighten|enhance|amp up|"
+                 r"push|punch up|higher|strengthen|intensify|max out)$")
+_DOWN = re.compile(r"^(?:decrease|decreased|reduce|reduced|lower|lowered|lessen|turn down|tone down|"
+                   r"cut|drop|dial down|dial back|less|lower|weaken|soften|mute|pull back|"
+                   r"bring down|knock down|take down|minimise|minimize)$")
+
+
+def h_quality(direction: str, q: str, deg: str = "", **_) -> Edit | None:
+    """'increase the contrast', 'lower the saturation a bit', 'more contrast'."""
+    q = re.sub(r"^(?:the |its |the image's |the photo's |the picture's )", "", q.strip())
+    q = re.sub(r"\s+(?:of|in|on)\s+.+$", "", q) if not is_image(q) else q
+    q = re.sub(r"\s+levels?$", "", q)
+    pair = _QUALITIES.get(q)
+    if pair is None:
+        return None
+    up = _UP.match(direction) is not None
+    if not up and _DOWN.match(direction) is None:
+        return None
+    value = pair[0] if up else pair[1]
+    d, rest = degree(deg or "")
+    if rest:
+        return None
+    if d and value in _DEGREED:
+        value = f"slightly {value}" if value in ("brighter", "darker") else f"{value} slightly"
+    return Edit("transform", value=value)
+
+
+_FLIP_DIRECTIONS = {"horizontally": "horizontally", "left to right": "horizontally",
+                    "right to left": "horizontally", "side to side": "horizontally",
+                    "left-right": "horizontally", "horizontal": "horizontally",
+                    "vertically": "vertically", "top to bottom": "vertically",
+                    "bottom to top": "vertically", "upside down": "vertically",
+                    "up-down": "vertically", "vertical": "vertically", "sideways": "horizontally"}
+
+
+def h_flip(verb: str, d: str | None = None, **_) -> Edit | None:
+    if d is None:
+        # A mirror image is left-right by convention; a bare "flip" names no axis.
+        return Edit("transform", value="flip horizontally") if verb.startswith("mirror") else None
+    d = re.sub(r"^(?:on |along |across |around )?(?:the |a )?|\s+(?:axis|direction|way)$", "", d.strip())
+    d = re.sub(r"\s+axis$", "", d)
+    direction = _FLIP_DIRECTIONS.get(d)
+    if direction is None:
+        return None
+    if d == "upside down" and not verb.startswith(("flip", "mirror", "reflect")):
+        return None
+    return Edit("transform", value="flip " + direction)
+
+
+_CLOCKWISE = {"clockwise": True, "cw": True, "to the right": True, "right": True,
+              "counterclockwise": False, "counter-clockwise": False, "counter clockwise": False,
+              "anticlockwise": False, "anti-clockwise": False, "anti clockwise": False,
+              "ccw": False, "to the left": False, "left": False}
+_ROT_AMOUNT = re.compile(r"^(\d{1,3}|ninety|one hundred (?:and )?eighty|a hundred (?:and )?eighty|"
+                         r"two hundred (?:and )?seventy)(\s*(?:degrees?|deg|°))?"
+                         r"(?:\s+(?:to the right|to the left|clockwise|counterclockwise|"
+                         r"counter-clockwise|counter clockwise|anticlockwise|anti-clockwise|"
+                         r"anti clockwise|cw|ccw|right|left))?$")
+_ROT_WORDS = {"ninety": 90, "one hundred eighty": 180, "one hundred and eighty": 180,
+              "a hundred eighty": 180, "a hundred and eighty": 180, "two hundred seventy": 270,
+              "two hundred and seventy": 270}
+
+
+def h_rotate(verb: str, amount: str, **_) -> Edit | None:
+    a = amount.strip()
+    a = re.sub(r"^(?:by|through)\s+", "", a)
+    a = re.sub(r"\s+(?:turn|rotation)$", "", a)
+    m = _ROT_AMOUNT.match(a)
+    if not m:
+        return None
+    number, unit = m.group(1), m.group(2)
+    direction = a[m.end(2) if m.group(2) else m.end(1):].strip() or None
+    if not verb.startswith("rot") and unit is None:
+        return None  # "turn it 90" without "degrees" is too loose to be sure
+    d = int(number) if number.isdigit() else _ROT_WORDS.get(number)
+    if d is None or not 0 < d < 360:
+        return None
+    if d == 180:
+        return Edit("transform", value="rotate 180 degrees")
+    if direction is None:
+        return Edit("transform", value=f"rotate {d} degrees")
+    clockwise = _CLOCKWISE[direction]
+    if d > 180:  # 270 clockwise is 90 counterclockwise
+        d, clockwise = 360 - d, not clockwise
+    return Edit("transform", value=f"rotate {d} degrees {'clockwise' if clockwise else 'counterclockwise'}")
+
+
+def h_zoom(direction: str, **_) -> Edit | None:
+    return Edit("transform", value="zoom in" if direction in ("in", "into", "closer") else "zoom out")
+
+
+def const(family: str, value: str) -> Handler:
+    def handler(**_):
+        return Edit(family, value=value)
+    handler.__name__ = f"const_{family}_{value.replace(' ', '_')}"
+    return handler
+
+
+def h_style_verb(verb: str, **_) -> Edit | None:
+    s = LEX["style_verbs"].get(verb_lemma(verb) or verb) or LEX["style_verbs"].get(verb)
+    while s in LEX["style_verbs"]:
+        s = LEX["style_verbs"][s]
+    return Edit("style", value=LEX["style_synonyms"].get(s, s)) if s else None
+
+
+def h_filter(v: str, **_) -> Edit | None:
+    s = style_value(v)
+    if s is None or s in ("blur", "sharpen", "vignette", "negative"):
+        return None
+    return Edit("style", value=s)
+
+
+def h_dress(x: str, y: str, **_) -> Edit | None:
+    t, g = ent(x), entity(y)
+    return Edit("clothing", target=t, value=g) if t and valid_entity(g) and is_garment(g) or \
+        (t and valid_entity(g) and y.startswith(("a ", "an ")) and g in LEX["garments"]) else None
+
+
+def h_put_in(x: str, y: str, **_) -> Edit | None:
+    g = entity(y)
+    if is_garment(g) and not is_garment(entity(x)):
+        t = ent(x)
+        return Edit("clothing", target=t, value=g) if t and valid_entity(g) else None
+    return None
+
+
+def h_wear(x: str, y: str, **_) -> Edit | None:
+    t, g = ent(x), entity(y)
+    if t and valid_entity(g) and not is_image(x):
+        return Edit("clothing", target=t, value=g)
+    return None
+
+
+def h_cut_hair(x: str, **_) -> Edit | None:
+    owner = hair_owner(x)
+    return Edit("hair", target=owner or None, value="short") if owner is not None else None
+
+
+def h_size(verb: str, x: str, deg: str = "", **_) -> Edit | None:
+    value = verb_entry(verb, "size_verbs")
+    t = ent(x)
+    d, rest = degree(deg)
+    if value is None or t is None or rest:
+        return None
+    return Edit("size", target=t, value=f"{d} {value}" if d else value)
+
+
+def h_scale(xv: str, **_) -> Edit | None:
+    """'scale the shapes to be bigger', 'resize the dog to look smaller'."""
+    words = xv.split()
+    for i in range(1, len(words)):
+        x, v = " ".join(words[:i]), " ".join(words[i:])
+        t, s = ent(x), size_value(re.sub(r"^(?:to\s+(?:be\s+|look\s+)?|up\s+|down\s+)", "", v))
+        if t and s:
+            return Edit("size", target=t, value=s)
+    return None
+
+
+def h_local_filter(verb: str, x: str, **_) -> Edit | None:
+    """'blur the background', 'pixelate the boy's face': a filter on a part of the image."""
+    value = {"blur": "blur", "sharpen": "sharpen", "pixelate": "pixelate", "pixelise": "pixelate",
+             "pixelize": "pixelate", "soften": "blur"}.get(verb_lemma(verb) or verb)
+    t = ent(x)
+    if value is None or t is None:
+        return None
+    return Edit("transform", target="background" if is_background(t) else t, value=value)
+
+
+def verb_entry(verb: str, table: str) -> str | None:
+    """The lexicon ``table``'s value for a (possibly inflected, multi-word) verb: 'aged up' → the
+    entry of 'age up'."""
+    words = verb.split()
+    key = " ".join([verb_lemma(words[0]) or words[0]] + words[1:])
+    return LEX[table].get(key) or LEX[table].get(verb)
+
+
+def h_age_verb(verb: str, x: str, amount: str | None = None, **_) -> Edit | None:
+    direction = verb_entry(verb, "age_verbs")
+    t = ent(x)
+    if direction is None or t is None:
+        return None
+    if amount:
+        value = age_value(f"{amount} years {direction}")
+        return Edit("age", target=t, value=value) if value else None
+    return Edit("age", target=t, value=direction)
+
+
+def h_state_verb(verb: str, x: str, **_) -> Edit | None:
+    value = verb_entry(verb, "state_verbs")
+    t = ent(x)
+    if value is None or t is None:
+        return None
+    return Edit("state", target=t, value=value)
+
+
+def h_give(xy: str, verb: str = "give", **_) -> Edit | None:
+    """'give <X> <Y>': a garment, hair, an expression, or something added to X."""
+    words = xy.split()
+    for i in range(1, len(words)):
+        x, y = " ".join(words[:i]), " ".join(words[i:])
+        if re.match(r"^(?:the|a|an|his|their|my)$", x):
+            continue
+        if not (re.match(r"^(?:an?|some|the|\w+ hair|\w+ \w+ hair|\w+ (?:expression|look|face))\b", y)
+                or expression_value(y) or hair_owner(y) is not None or re.match(r"^\w+ \w+$", y)
+                or len(y.split()) == 1):
+            continue
+        e = _give(x, y)
+        if e is not None and not (e.family == "add" and " " in x and not is_being(x)):
+            return e
+    return None
+
+
+def _give(x: str, y: str) -> Edit | None:
+    if x.strip() in ("me", "us"):
+        return h_add(y)  # "give me a red car" asks for an object
+    if is_image(x):
+        v = re.sub(r"^(?:an?|the)\s+", "", y)
+        return h_filter(v) if re.search(r"\b(?:look|feel|style|effect|filter|vibe|tone)$", v) else None
+    target = ent(x)
+    y = y.strip()
+    if target is None:
+        return None
+    if re.search(rf"\b{_HAIR}$", y):
+        hv = hair_value(y)
+        return Edit("hair", target=target, value=hv) if hv else None
+    ex = expression_value(y)
+    if ex is not None:
+        return Edit("expression", target=target, value=ex)
+    obj = entity(y)
+    if not valid_entity(obj):
+        return None
+    if is_garment(obj):
+        return Edit("clothing", target=target, value=obj)
+    if not re.match(r"^(?:an?|some|the|\d+|two|three|four|five)\b", y) and y.split()[0] not in \
+            LEX["numbers"] and len(y.split()) > 1 and head(obj) not in LEX["facial_hair"]:
+        return None
+    return Edit("add", value=obj, place=target)
+
+
+def h_make(xv: str, verb: str = "make", reverse: bool = False, strict: bool = False, **_) -> Edit | None:
+    """'make <X> <V>' and friends: try every split (shortest X first); ``reverse`` reads '<V> <X>'
+    captions ('blue car'), ``strict`` refuses open-class adjectives there."""
+    words = xv.split()
+    if reverse and words and words[0] in ("a", "an", "the", "some"):
+        words = words[1:]
+    for i in range(1, len(words)):
+        x, v = " ".join(words[:i]), " ".join(words[i:])
+        if reverse:
+            x, v = v, x
+        e = target_value(verb, x, v, strict=strict)
+        if e is not None:
+            return e
+    return None
+
+
+_PAINT_VERBS = ("paint", "color", "colour", "recolor", "recolour", "tint", "dye", "repaint", "spray")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None:
+    verb = verb_lemma(verb) or verb
+    if verb in _PAINT_VERBS:
+        c = colour_value(v)
+        if c is None:
+            if verb == "dye":
+                hv, owner = hair_value(v), hair_owner(x)
+                if hv and owner is not None:
+                    return Edit("hair", target=owner or None, value=hv)
+            return None
+        owner = hair_owner(x)
+        if owner is not None:
+            return Edit("hair", target=owner or None, value=c)
+        if is_background(x):
+            return Edit("background", value=c)
+        t = colour_target(x)
+        return Edit("colour", target=t, value=c) if t else None
+    if is_image(x):
+        if strict:
+            return None
+        lv = strip_look(v)
+        if lv in LEX["weather_verbs"] or verb_lemma(lv.split()[0] if lv else "") in LEX["weather_verbs"] \
+                and len(lv.split()) == 1:
+            return Edit("weather", value=LEX["weather_verbs"].get(lv) or
+                        LEX["weather_verbs"][verb_lemma(lv)])
+        return classify_global(v) or _image_level(v)
+    if is_background(x):
+        return h_background(v)
+    if entity(x) in ("weather", "season", "time of day", "time", "lighting", "style", "art style"):
+        return None if strict else h_change(x, v)
+    if entity(x) in _QUALITIES:  # "make the contrast higher", "the saturation a little lower"
+        d, core = degree(strip_look(v))
+        up = {"higher": True, "stronger": True, "more": True, "increased": True, "lower": False,
+              "weaker": False, "less": False, "reduced": False, "decreased": False}.get(core)
+        if up is None:
+            return None
+        return h_quality("increase" if up else "decrease", entity(x), deg="a little" if d else "")
+    owner = hair_owner(x)
+    if owner is not None:
+        hv = hair_value(v)
+        return Edit("hair", target=owner or None, value=hv) if hv else None
+    target = ent(x)
+    if target is None:
+        return None
+    if is_being(target):
+        hv = person_hair_value(v)
+        if hv is not None:
+            return Edit("hair", target=target, value=hv)
+    m = re.match(r"^(?:wear|wears|wearing|be wearing|put on|dressed in|dress in|dressed up in|"
+                 r"dressed as|in|with)\s+(.+)$", v)
+    if m and (v.startswith(("wear", "dress", "put on")) or is_garment(entity(m.group(1)))):
+        g = entity(m.group(1))
+        return Edit("clothing", target=target, value=g) if valid_entity(g) else None
+    m = re.match(r"^(?:have|has|with|get|grow)\s+((?:an?|some|the|\w+ hair)\b.*)$", v)
+    if m and not strict:
+        return _give(x, m.group(1))
+    mat = material_value(v)
+    if mat is not None:  # "make the car gold" is a material; "paint the car gold" a colour (above)
+        return Edit("material", target=target, value=mat)
+    c = colour_value(strip_look(v))
+    if c is not None:
+        t = colour_target(x)
+        return Edit("colour", target=t, value=c) if t else None
+    a = age_value(v)
+    if a is not None:
+        return Edit("age", target=target, value=a)
+    sz = size_value(v)
+    if sz is not None:
+        return Edit("size", target=target, value=sz)
+    ex = expression_value(v)
+    if ex is not None:
+        return Edit("expression", target=target, value=ex)
+    if is_being(target):
+        fh = re.match(rf"^({alternation(LEX['facial_hair'])})(?:ed|d)$", strip_look(v))
+        if fh:
+            return Edit("add", value=fh.group(1), place=target)
+    m = re.match(r"^(?:be |look like |into |become |turn into |like )?((?:an?|the) \S.*)$", v)
+    if m and verb in ("make", "turn") and not strict and not style_value(m.group(1)):
+        # "make the dog a cat" / "make her a zombie": the thing becomes another thing.
+        y = entity(m.group(1))
+        if valid_entity(y) and y != target and colour_value(y) is None and \
+                material_value(y) is None and not is_image(y):
+            return Edit("replace", target=target, value=y)
+    s = state_value(v, strict=strict)
+    if s is not None:
+        return Edit("state", target=target, value=s)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The tables
+
+# Word classes for constrained slots ({verb:flip}); verbs match every inflection.
+add_classes({
+    "flip": alternation(["flip", "mirror", "reflect"], inflect=True),
+    "flipdir": alternation(sorted(_FLIP_DIRECTIONS) + [f"{d} axis" for d in ("horizontal", "vertical")]
+                           + ["on the horizontal axis", "on the vertical axis", "along the horizontal axis",
+                              "along the vertical axis", "across the horizontal axis",
+                              "across the vertical axis", "horizontally and", "the other way"]),
+    "rotate": alternation(["rotate", "turn", "spin", "tilt"], inflect=True),
+    "up": _UP.pattern[4:-2],
+    "down": _DOWN.pattern[4:-2],
+    "quality": alternation(_QUALITIES),
+    "zoomdir": r"(?:in|into|out|closer)",
+    "styleverb": alternation(LEX["style_verbs"], inflect=True),
+    "sizeverb": alternation(LEX["size_verbs"], inflect=True),
+    "ageverb": alternation(LEX["age_verbs"], inflect=True),
+    "stateverb": alternation(LEX["state_verbs"], inflect=True),
+    "addverb": alternation(LEX["verbs"]["add"]),
+    "paintverb": alternation(_PAINT_VERBS, inflect=True),
+    "degree": alternation(LEX["degrees"]["slightly"] | LEX["degrees"][""]),
+    "rel": _REL,
+    "filterverb": alternation(["blur", "sharpen", "pixelate", "pixelise", "pixelize"], inflect=True),
+})
+
+
+def _make_global(v: str, **_) -> Edit | None:
+    return classify_global(v)
+
+
+def _style_only(v: str, **_) -> Edit | None:
+    s = style_value(v)
+    return Edit("style", value=s) if s else None
+
+
+FRAMES: tuple[Frame, ...] = (
+    # whole-image transforms (first: "add a vignette" is not an object to add)
+    Frame("transform", "{verb:flip} [<img>] {d:flipdir}", h_flip),
+    Frame("transform", "{verb:flip} [<img>]", h_flip),
+    Frame("transform", "{verb:rotate} [<img>] {amount}", h_rotate),
+    Frame("transform", "(invert|negate|reverse) [the] <colour> [(of|in) <img>]", const("transform", "invert")),
+    Frame("transform", "(invert|negate) [<img>]", const("transform", "invert")),
+    Frame("transform", "invert <img>'s <colour>", const("transform", "invert")),
+    Frame("transform", "(make|turn|convert) [<img>] [into] [a] [(photo|photographic)] negative",
+          const("transform", "invert")),
+    Frame("transform", "(apply|add) [a] negative [(filter|effect)] [to <img>]", const("transform", "invert")),
+    Frame("transform", "blur [<img>] [(out|up)]", const("transform", "blur")),
+    Frame("transform", "sharpen [<img>] [up]", const("transform", "sharpen")),
+    Frame("transform", "(pixelate|pixelise|pixelize) [<img>]", const("transform", "pixelate")),
+    Frame("transform", "{verb:filterverb} {x} [(out|up|a bit|a little|slightly)]", h_local_filter),
+    Frame("transform", "(apply|add|put) [a] [gaussian] (blur|blurring) [(filter|effect)] [(to|on) <img>]",
+          const("transform", "blur")),
+    Frame("transform", "(apply|add|put) [a] (sharpen|sharpening) [(filter|effect)] [(to|on) <img>]",
+          const("transform", "sharpen")),
+    Frame("transform", "(apply|add|put) [a] (pixelation|pixelate) [(filter|effect)] [(to|on) <img>]",
+          const("transform", "pixelate")),
+    Frame("transform", "(brighten|lighten) [up] [<img>] [up] [{deg:degree}]",
+          lambda deg="", **_: _image_level(f"{deg} brighter")),
+    Frame("transform", "darken [<img>] [{deg:degree}]", lambda deg="", **_: _image_level(f"{deg} darker")),
+    Frame("transform", "(make|render|get) <img> {v}", lambda v, **_: _image_level(v)),
+    Frame("transform", "(make|render) [the] <colour> [of <img>] {v}", lambda v, **_: _image_level(v)),
+    Frame("transform", "{direction:up} [(the|more|extra|some)] {q:quality} [(of|in|on|to) <img>] [{deg:degree}]",
+          h_quality),
+    Frame("transform", "{direction:down} [(the|some)] {q:quality} [(of|in|on) <img>] [{deg:degree}]", h_quality),
+    Frame("transform", "{direction:up} <img>'s {q:quality} [{deg:degree}]", h_quality),
+    Frame("transform", "{direction:down} <img>'s {q:quality} [{deg:degree}]", h_quality),
+    Frame("transform", "(zoom|zoom way|punch) {direction:zoomdir} [(on|of|from|to|into|at|onto)] [<img>] "
+          "[(a bit|a little|slightly)]", h_zoom),
+    Frame("transform", "zoom <img> {direction:zoomdir}", h_zoom),
+    Frame("transform", "(warm|warm up|heat up) [the] [(colors|colours|tones|white balance)] [(of|in) <img>] [<img>]",
+          const("transform", "warmer")),
+    Frame("transform", "(cool|cool down|cool off) [the] [(colors|colours|tones|white balance)] [(of|in) <img>] "
+          "[<img>]", const("transform", "cooler")),
+    Frame("transform", "(crop|trim) [<img>] [(to|into|as)] [a] square [(shape|format|aspect ratio)]",
+          const("transform", "crop square")),
+    Frame("transform", "make <img> [a] square [crop]", const("transform", "crop square")),
+    Frame("transform", "(add|apply|put|give <img>) [a] [dark] vignette [(effect|filter)] "
+          "[(to|on|around|onto|in) {anything}]", const("transform", "vignette")),
+    Frame("transform", "vignette [<img>]", const("transform", "vignette")),
+    # colour removal and filters that are styles
+    Frame("style", "(remove|drop|take out|strip|drain|take away|get rid of) [the] [all] [the] <colour> "
+          "[(from|of|in) <img>]", const("style", "black and white")),
+    Frame("style", "desaturate [<img>] [(completely|fully|entirely)]", const("style", "black and white")),
+    Frame("style", "(draw|show|keep) only the (outline|outlines|edges|contours|contour) [of <img>]",
+          const("style", "line drawing")),
+    Frame("style", "(apply|add|use|put|give <img>) [(a|an)] {v} (filter|effect|tone|tint|look|finish|overlay) "
+          "[(to|on|over) <img>]", h_filter),
+    Frame("style", "{verb:styleverb} [<img>]", h_style_verb),
+    Frame("style", "(redo|render|draw|paint|recreate|reimagine|depict|present|show|make|turn|convert|"
+          "reproduce|remake|do|transform) <img> (as|like|into) {v}", _make_global),
+    Frame("style", "(put|render|redo|show|draw|paint|recreate|do|sketch) <img> (in|with|using) {v}",
+          _make_global),
+    Frame("style", "(draw|paint|sketch|render|redo|do) <img> (in|with|using) {v}", _style_only),
+    # replace
+    Frame("replace", "<replace> {x} (with|by|for) {y}", h_replace),
+    Frame("replace", "<swap> {x} (for|with|to|into|out for) {y}",
+          lambda x, y, **_: h_background(y) if is_background(x) else h_change(x, y, "swap")),
+    Frame("replace", "substitute {y} for {x}", h_replace),
+    Frame("replace", "substitute {x} (with|by) {y}", h_replace),
+    Frame("replace", "(use|put|place|have|add|give me|show|draw|paint) {y} (instead of|in place of|"
+          "rather than) {x}", h_replace),
+    Frame("replace", "{y} (instead of|in place of|rather than|replacing) {x}", h_replace),
+    Frame("replace", "{y} where {x} (is|was|are|were|used to be|stands|sits|is now)", h_replace),
+    # background
+    Frame("background", "(change|set|make|turn|switch|replace|update|swap|alter|convert) [the] "
+          "(background|backdrop|bg) [(color|colour)] (to|into|with|for|as|be|to be) {v}", h_background),
+    Frame("background", "(make|set|paint|color|colour) [the] (background|backdrop|bg) {v}", h_background),
+    Frame("background", "(use|give it|add|apply|choose|pick|put|set|give <img>) [(a|an)] {v} "
+          "(background|backdrop)", h_background),
+    # remove
+    Frame("remove", "<remove> {x}", h_remove),
+    Frame("remove", "(~take|~get|~cut|~wipe|~clone|~edit|~paint|~photoshop|~erase|~clear|~scrub|~crop|~rub) "
+          "{x} (out|off|away) [(of|from) {p}]", h_remove),
+    Frame("remove", "(~take|~get|~remove|~lift|~pull|~clear|~erase|~delete) {x} (out of|off of|off|from) {p}",
+          h_remove),
+    Frame("remove", "(~take|~get|~erase|~delete|~remove) {x} (away from|out from) {p}", h_remove),
+    Frame("remove", "(~take|~get|~cut|~wipe|~rub|~clean|~clear|~knock) (off|out|away) {x}", h_remove),
+    Frame("remove", "(~make|~have|~let|~get) {x} (disappear|vanish|go away|gone|leave|be gone)", h_remove),
+    Frame("remove", "(i|we) (don't|do not|dont) (want|need|like) {x} [(in|on) <img>] [anymore]", h_remove),
+    # add
+    Frame("add", "there (should be|is|are|will be|needs to be|must be|'s|ought to be|could be|can be) "
+          "{y}", lambda y, **_: h_add(y)),
+    Frame("add", "(make|let) there be {y}", lambda y, **_: h_add(y)),
+    Frame("add", "(~fill|~cover|~decorate|~sprinkle|~surround|~dot|~populate) {p} with {y}", h_fill),
+    Frame("add", "(~scatter|~sprinkle) {y} (over|across|on|onto|around) {p}",
+          lambda y, p, **_: h_add(y, place=p)),
+    Frame("add", "give me {y}", lambda y, **_: h_add(y)),
+    Frame("add", "have {y} {rel:rel} {p}", lambda y, rel, p, **_: h_add(y, place=p, relation=rel)),
+    # clothing / hair / size / age / state verbs
+    Frame("clothing", "(~dress|~clothe) [up] {x} (in|with|as) {y}", h_dress),
+    Frame("clothing", "(put|place) {x} (in|into) {y}", h_put_in),
+    Frame("clothing", "{x} (wear|wears|wearing|dressed in|is wearing|in|with|has|having|sporting) {y}",
+          lambda x, y, **_: h_wear(x, y) if is_garment(entity(y)) and is_being(entity(x)) else None),
+    Frame("hair", "(~cut|~trim|~shorten) {x} [(short|shorter)]", h_cut_hair),
+    Frame("size", "(~scale|~resize) {xv}", h_scale),
+    Frame("size", "{verb:sizeverb} {x} [{deg:degree}]", h_size),
+    Frame("age", "{verb:ageverb} {x} by {amount} years", h_age_verb),
+    Frame("age", "{verb:ageverb} {x}", h_age_verb),
+    Frame("state", "{verb:stateverb} {x} [with {stuff}]", h_state_verb),
+    Frame("material", "(~build|~carve|~sculpt|~craft|~construct|~make|~cast|~mould|~mold|~forge|~redo|"
+          "~recreate|~remake) {x} (out of|from|of|in|with|using) {v}",
+          lambda x, v, **_: Edit("material", target=ent(x), value=material_value(v))
+          if ent(x) and material_value(v) else None),
+    # give / make / change
+    Frame("give", "<give> {xy}", h_give),
+    Frame("paint", "{verb:paintverb} {xv}", lambda verb, xv, **_: h_make(xv, verb=verb)),
+    Frame("change", "(make|turn|change|transform|convert) {x} (look like|resemble|appear like) {y}",
+          lambda x, y, **_: h_change(x, y) if re.match(r"^(?:an?|the) ", y) else None),
+    Frame("change", "{verb:change} {x} (into|to|in to|over to) {y}",
+          lambda verb, x, y, **_: h_change(x, y, verb)),
+    Frame("change", "{verb:change} (into|to) {y}", lambda y, **_: classify_global(y)),
+    Frame("make", "(~make|~get|~have|~let|~render|~keep|~leave) {xv}", lambda xv, **_: h_make(xv)),
+    Frame("make", "{verb:change} {xv}", lambda verb, xv, **_: h_make(xv, verb=verb)),
+    # add (after the others: "put <garment> on <being>" is clothing, handled in h_add)
+    Frame("add", "{verb:addverb} {y}", h_add_verb),
+)
+add_classes({"change": alternation(LEX["verbs"]["change"], inflect=True)})
+
+_PARTICIPLES = {f: v for v in LEX["participle_verbs"] for f in {participle(v)}}
+_PARTICIPLE = alternation(_PARTICIPLES)
+add_classes({"vbn": _PARTICIPLE,
+             "wish": r"(?:(?:i|we)(?:'d| would)?(?: really| just| also)? (?:want|like|love|prefer|need|"
+                     r"wish|hope|expect)|(?:i'm|i am|we're|we are) (?:looking for|hoping for)|"
+                     r"(?:i|we)(?:'d| would) (?:like|love) (?:it if|to see|to have|to get)|"
+                     r"(?:i|we) (?:want|need) to (?:see|have|get))",
+             "modal": r"(?:should|must|needs to|need to|has to|have to|ought to|will|shall|could|"
+                      r"would|can|might|is going to|are going to|is supposed to|are supposed to)"})
+
+REWRITES: tuple[Rewrite, ...] = (
+    Rewrite("wish for a thing", "{w:wish} there to <be> {y}", "add {y}"),
+    Rewrite("wish for a thing somewhere", "{w:wish} {y} to <be> {rel:rel} {p}", "add {y} {rel} {p}"),
+    Rewrite("wish for a state", "{w:wish} [for] {x} to {v}", "make {x} {v}"),
+    Rewrite("wish", "{w:wish} {y}", "{y}"),
+    Rewrite("make it so", "make it so [that] {x} <be> {v}", "make {x} {v}"),
+    Rewrite("statement", "{x} {m:modal} [be] {v}", "make {x} {v}"),
+    Rewrite("participle", "{m:make} {x} {p:vbn}", "{p} {x}"),
+    Rewrite("participle with rest", "{m:make} {x} {p:vbn} {rest}", "{p} {x} {rest}"),
+    Rewrite("caption participle", "{x} {p:vbn} [{rest}]", "{p} {x} {rest}"),
+    Rewrite("participle caption", "{p:vbn} {rest}", "{p} {rest}"),
+    Rewrite("adverb participle caption", "{d} {p:vbn} [{rest}]", "{p} {rest} {d}"),
+    Rewrite("is", "{x} (is|are|'s|looks|look|seems|appears) [now] {v}", "make {x} {v}"),
+    Rewrite("but", "{x}, (but|only|just|except|now|yet|and) [make it] {v}", "make {x} {v}"),
+    Rewrite("comma", "{x}, {v}", "make {x} {v}"),
+    Rewrite("as", "{x} (as|like|turned into|transformed into|into) {y}", "turn {x} into {y}"),
+    Rewrite("as", "(as|like|in|into) {y}", "make it {y}"),
+    Rewrite("of the image", "{v} of <img>", "{v}"),
+)
+add_classes({"make": r"(?:make|get|have|let|keep|leave|render)"})
+
+
+def _caption_with(x: str, y: str, rel: str | None = None, **_) -> Edit | None:
+    """'the lake with a boat on it', 'the boy with a dog next to him', 'cat with a bow tie'."""
+    if rel is not None:
+        return h_add(y, place=x, relation=rel)
+    g = entity(y)
+    if is_garment(g) and is_being(entity(x)):
+        return h_wear(x, y)
+    return None
+
+
+def _caption_without(p: str, x: str, **_) -> Edit | None:
+    """'the sofa without the cat' → remove the cat; 'the man without his hat' / 'him without a
+    beard' → remove the man's hat / beard (what a person wears or grows is theirs)."""
+    owner, thing = ent(resolve_pronoun(p)), entity(x)
+    if owner and is_being(owner) and (is_garment(thing) or head(thing) in LEX["facial_hair"]) \
+            and "'s" not in thing:
+        return h_remove(f"{owner}'s {thing}")
+    return h_remove(x)
+
+
+CAPTIONS: tuple[Frame, ...] = (
+    Frame("remove", "(no|without|minus|sans|lose|bye|bye bye) [more] [the] {x}", h_remove),
+    Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
+    Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),
+    Frame("add", "{x} with {y} {rel:rel} (it|him|her|them)", _caption_with),
+    Frame("clothing", "{x} with {y}", _caption_with),
+    Frame("rotate", "{amount} (degree|degrees|°) (rotation|turn|rotated) [{d}]",
+          lambda amount, d=None, **_: h_rotate("rotate", f"{amount} degrees" + (f" {d}" if d else ""))),
+    Frame("rotate", "(rotation|rotate) [by] {amount}", lambda amount, **_: h_rotate("rotate", amount)),
+    Frame("transform", "{v} (crop|cropped|format)", lambda v, **_: Edit("transform", value="crop square")
+          if v == "square" else None),
+    Frame("transform", "[a] vignette [(effect|filter)] [(on|to|around|in|over) {anything}]",
+          const("transform", "vignette")),
+    Frame("transform", "{v} <img>", lambda v, **_: _image_level(v) or classify_global(v)),
+    Frame("transform", "{v} <colour>", lambda v, **_: _image_level(v)),
+    Frame("transform", "{v}", lambda v, **_: _image_level(v) if re.match(
+        r"^(?:more|less|higher|lower|high|low|much|a|slightly) ", v) or v in _LEVELS else None),
+    Frame("background", "{v} (background|backdrop|bg)", h_background),
+    Frame("background", "(background|backdrop) (of|with) {v}", h_background),
+    Frame("global", "(at|in|during|on|for) {v}", lambda v, **_: classify_global(v)),
+    Frame("global", "<img> [(in|as|like|into|at|during)] {v}", lambda v, **_: classify_global(v) or _image_level(v)),
+    Frame("global", "{v}", lambda v, **_: classify_global(v)),
+    Frame("add", "{y}", lambda y, **_: h_add(y) if _PLACE.match(y) and not re.match(
+        r"^(?:the|this|that|these|those|his|her|their|its|my)\b", y) else None),
+    Frame("attribute", "{xv}", lambda xv, **_: h_make(xv, strict=True) or h_make(xv, reverse=True, strict=True)),
+    Frame("add", "{y}", lambda y, **_: h_add(y) if re.match(
+        r"^(?:an?|some|one|two|three|four|five|six|seven|eight|nine|ten|\d+|more|another|lots of|"
+        r"a few|several|many)\b", y) or _PLACE.match(y) else None),
+)

@@ -1,0 +1,286 @@
+"""Text normalisation for the rules backend: :func:`clean` (whole instructions) and
+:func:`entity` (noun phrases), with plurals and pronouns. Pure Python, cached, idempotent."""
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+from .grammar import is_plural
+from .lexicon import LEX, alternation, lemma, number_word, parts_of_speech
+
+# ----------------------------------------------------------------------------------------------
+# Cleaning (idempotent: clean(clean(x)) == clean(x))
+
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u201c": '"',
+                         "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u00a0": " "})
+_WS = re.compile(r"\s+")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,;:.!?。、，！？])")
+_REPEATED_PUNCT = re.compile(r"([,;:.!?])[,;:.!?]+")
+_POLITE_PREFIX = re.compile(rf"^{alternation(LEX['politeness_prefixes'])}\b[\s,]*")
+_POLITE_SUFFIX = re.compile(rf"[\s,]*\b{alternation(LEX['politeness_suffixes'])}$")
+_EDGE_PUNCT = "\"'.,;:!?()[]{}…。、，！？ "
+# Symbols users type for words; replaced before anything else reads the text.
+_SYMBOLS = ((re.compile(r"(\d)\s*°"), r"\1 degrees"), (re.compile(r"\s&\s"), " and "),
+            (re.compile(r"\bb&w\b"), "black and white"))
+
+
+def _is_edge_char(ch: str) -> bool:
+    # Punctuation and symbols (emoji) at the edges are not part of an instruction.
+    cat = unicodedata.category(ch)
+    return ch in _EDGE_PUNCT or cat.startswith("P") or cat in ("So", "Sk", "Cf")
+
+
+def _strip_edges(text: str) -> str:
+    while text and _is_edge_char(text[0]):
+        text = text[1:]
+    while text and _is_edge_char(text[-1]):
+        text = text[:-1]
+    return text
+
+
+_PLAIN = re.compile(r"[a-z0-9'-]+(?: [a-z0-9'-]+)*")
+
+
+def _normalise(text: str) -> str:
+    if _PLAIN.fullmatch(text):  # already lower-case words and single spaces: nothing to do
+        return text
+    text = unicodedata.normalize("NFC", text).translate(_QUOTES).lower()
+    for pattern, repl in _SYMBOLS:
+        text = pattern.sub(repl, text)
+    text = _WS.sub(" ", text).strip()
+    text = _REPEATED_PUNCT.sub(r"\1", text)
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def clean(text: str) -> str:
+    """Lower-case, Unicode NFC, one space between words, no edge punctuation or emoji, no
+    politeness or filler at the edges. Language-neutral: non-English text is only lower-cased and
+    trimmed. Idempotent: clean(clean(x)) == clean(x)."""
+    text = _normalise(text)
+    for _ in range(64):  # each pass only removes characters, so this converges fast
+        new = _strip_edges(text)
+        new = _POLITE_PREFIX.sub("", new)
+        new = _POLITE_SUFFIX.sub("", new)
+        new = _strip_edges(new).strip()
+        if new == text:
+            break
+        text = new
+    again = _normalise(text)
+    return text if again == text else clean(again)
+
+
+# ----------------------------------------------------------------------------------------------
+# Noun phrases
+
+IMAGE_WORDS = LEX["image_words"]
+_IMAGE_RE = re.compile(rf"^(?:(?:the|this|that|my|your|our|whole|entire|full|overall)\s+)*"
+                       rf"{alternation(IMAGE_WORDS)}$")
+
+
+def is_image(np: str) -> bool:
+    """'it', 'the whole picture', 'this photo' …: the whole image, not a thing in it."""
+    return bool(_IMAGE_RE.match(np.strip()))
+
+
+_IRREGULAR_PLURALS = {"man": "men", "woman": "women", "person": "people", "child": "children",
+                      "mouse": "mice", "goose": "geese", "tooth": "teeth", "foot": "feet",
+                      "leaf": "leaves", "knife": "knives", "wolf": "wolves", "shelf": "shelves",
+                      "life": "lives", "wife": "wives", "half": "halves", "loaf": "loaves",
+                      "calf": "calves", "thief": "thieves", "scarf": "scarves"}
+_SAME_PLURAL = frozenset("sheep fish deer police".split())
+
+
+def pluralise(noun_phrase: str) -> str:
+    """``shape`` -> ``shapes``, ``red box`` -> ``red boxes``, ``woman`` -> ``women``: the head
+    (last word) takes the English plural; already-plural phrases are returned unchanged."""
+    words = noun_phrase.split()
+    if not words or is_plural(noun_phrase) or words[-1] in _SAME_PLURAL:
+        return noun_phrase
+    head = words[-1]
+    if head in _IRREGULAR_PLURALS:
+        head = _IRREGULAR_PLURALS[head]
+    elif head.endswith(("s", "x", "z", "ch", "sh")):
+        head += "es"
+    elif head.endswith("y") and len(head) > 1 and head[-2] not in "aeiou":
+        head = head[:-1] + "ies"
+    else:
+        head += "s"
+    return " ".join(words[:-1] + [head])
+
+
+_ARTICLE = re.compile(r"^(?:a|an|the|some|this|that|these|those|any|all(?: of)?|every|each|one of the)\s+"
+                      r"(?!(?:few|couple|lot|bunch|pair|little|bit|dozen)\b)")
+_BARE_DETERMINERS = frozenset("a an the some this that these those any all every each".split())
+_IMG_NOUNS = alternation(w for w in IMAGE_WORDS if w not in ("it", "this", "that", "one", "thing"))
+_ENTITY_TRAILERS = re.compile(
+    rf"(?:\s+(?:from|in|of|out of|off|on) (?:the |this |my )?(?:whole |entire )?{_IMG_NOUNS}"
+    r"|\s+(?:out|off|away|again|entirely|completely|altogether|as well|please|now|instead|in it|"
+    r"there|here|somewhere|in there|in here))+$")
+_EVERY = re.compile(r"^(?:each and every|every one of the|each one of the|each of the|every single|"
+                    r"every|each)\s+(?!other\b|one\b)")
+_ALL = re.compile(r"^(?:all|both)(?: of)?(?: the)?\s+")
+_POSTURE = re.compile(rf"\s+{alternation(LEX['posture_words'])}(?=\s+(?:on|in|at|by|next|beside|"
+                      r"near|under|over|above|behind|in front|inside|to|from|around)\b|$)")
+_ALIASES = {**LEX["locator_aliases"], **LEX["phrase_synonyms"]}
+_ALIAS_RE = re.compile(rf"\b{alternation(_ALIASES)}\b")
+_SIDE_ADJ = re.compile(rf"^{alternation(LEX['side_adjectives'])}\s+(\S.*)$")
+_PRONOUNS = LEX["pronouns"]
+_POSSESSIVE = re.compile(r"^(his|her|their|its)\s+(\S.*)$")
+_EXTRA = re.compile(r"^(\S+)\s+(?:extra|additional|more)\s+")
+
+
+def resolve_pronoun(word: str) -> str:
+    """'him' → 'man', 'her' → 'woman' (the referent the instruction most likely means when it
+    names nobody else); other words unchanged."""
+    return _PRONOUNS.get(word, word)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def entity(text: str) -> str:
+    """Normalise a noun phrase: no leading article/demonstrative, no 'from the picture' tail, no
+    posture words ('the cat sitting on the sofa' → 'cat on the sofa'), one spelling of a locator
+    ('on the left side' → 'on the left'), numbers as words, pronouns resolved ('him' → 'man',
+    'his hat' → "man's hat"). Quantifiers carry no article: 'all the shapes', 'every shape',
+    'both shapes' all become 'shapes' (a possessive after every/each is kept, later refused)."""
+    text = _ENTITY_TRAILERS.sub("", text.strip())
+    if re.match(r"^(?:each|one) another$|^each other$", text):
+        return text  # reciprocal pronouns, not quantified things: refused by valid_entity
+    m = _EVERY.match(text)
+    if m:
+        rest = text[m.end():].strip()
+        if not rest or "'" in rest or re.search(r"\b(?:of|in|on|with|from)\b", rest):
+            return text  # "every man's hat": no safe plural; valid_entity refuses it
+        return pluralise(entity(rest))
+    text = _ALL.sub("", text)
+    prev = None
+    while prev != text:
+        prev = text
+        text = _ARTICLE.sub("", text).strip()
+    if text in _BARE_DETERMINERS:
+        return ""
+    text = _ALIAS_RE.sub(lambda m: _ALIASES[m.group(0)], text)  # one spelling of locators, synonyms
+    text = _POSTURE.sub("", text)
+    m = _SIDE_ADJ.match(text)
+    if m and len(m.group(1).split()) <= 2:  # "the left man" -> "man on the left"
+        text = f"{m.group(1)} {LEX['side_adjectives'][text.split()[0]]}"
+    words = text.split()
+    if words:
+        words[0] = number_word(words[0])
+        text = " ".join(words)
+        m = _EXTRA.match(text)
+        if m and (m.group(1) in LEX["numbers"] or m.group(1).isdigit()):
+            text = f"{m.group(1)} more {text[m.end():]}"
+        m = re.match(r"^(?:another|an extra|an additional|extra|additional)\s+(?=\S)", text)
+        if m and not is_plural(text):  # "another chair" = "one more chair"
+            text = "one more " + text[m.end():]
+    if text in _PRONOUNS and text not in ("his", "hers", "its"):
+        return _PRONOUNS[text]
+    m = _POSSESSIVE.match(text)
+    if m and m.group(1) in _PRONOUNS:
+        return f"{_PRONOUNS[m.group(1)]}'s {m.group(2)}"
+    return text
+
+
+_NOUN_WORDS = (LEX["garments"] | LEX["beings"] | LEX["scenes"] | LEX["facial_hair"] | LEX["styles"]
+               | frozenset(LEX["materials"]) | frozenset(LEX["pronouns"].values()))
+_NOT_ENTITY = frozenset("nothing anything everything none something changes change edits "
+                        "modifications it's its".split()) | {"each other", "one another"}
+_BAD_LAST_WORD = frozenset("more less very too so much quite really extra even not or and then "
+                           "with into look looks seem seems appear appears be feel is are a an the "
+                           "to of in on at for from by as was were next instead rather".split())
+_NEGATION = re.compile(r"\b(?:not|never|don't|dont|doesn't|no longer|without|neither|nor|n't)\b")
+_ING_NOUNS = frozenset("king ring wing string building painting clothing ceiling swing spring "
+                       "thing morning evening earring sibling darling pudding railing".split())
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def valid_entity(text: str) -> bool:
+    """A noun phrase we are willing to carry into a canonical clause. Rejecting here makes the
+    clause unparsed, which is always safe: the cleaned input comes back."""
+    if not text or len(text) > 80 or re.search(r"[;,.!?:\"()\[\]{}]", text) or text in _NOT_ENTITY \
+            or not text[0].isalnum():
+        return False
+    words = text.split()
+    if len(words) > 7 or words[-1] in _BAD_LAST_WORD or _NEGATION.search(text):
+        return False
+    if len(words) > 1 and any(w in ("it", "this", "that", "i", "you", "we", "there", "he", "she",
+                                     "they", "me", "us", "him", "them") for w in words):
+        return False
+    if words[0] in ("every", "each", "all", "both", "only", "just", "also", "please", "make",
+                    "turn", "change", "add", "remove", "replace", "and", "or", "but", "to", "of",
+                    "with", "be", "is", "are", "should", "would", "could", "can", "will", "do",
+                    "in", "on", "at", "into", "onto", "from", "for", "by", "as", "like", "than",
+                    "so", "if", "not", "no", "very", "too", "where", "when", "how", "what", "who",
+                    "which", "while", "because", "let", "have", "get", "give", "put"):
+        return False
+    if re.search(r"\b(?:is|are|was|were|be|been|should|would|could|will|shall|must|do|does|"
+                 r"did|want|like|need|i|you|we|me|please|make|turn|change|and|but|or|then|look|"
+                 r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b", text) \
+            or re.search(r"\bcan\b(?! *$)", text):  # "trash can" is a thing, "can be" a modal
+        return False
+    if all(w.isdigit() or w in LEX["numbers"] for w in words):
+        return False  # "remove 30": a number alone names nothing
+    core, place = (_NP_PREP.split(text, maxsplit=1) + [""])[:2]
+    prep = _NP_PREP.search(text)
+    if place and prep.group(0).strip() != "of" and not re.match(
+            r"(?:the|a|an|his|her|their|its|my|this|that|left|right|top|bottom|background|"
+            r"foreground|middle|centre|center|front|back|corner)\b", place):
+        return False  # "three by cartoon marble": a place needs its determiner
+    place_words = re.sub(r"^(?:the|a|an|his|her|their|its|my|this|that)\s+", "", place).split()
+    if not all(_np_word(w) for w in core.split() + place_words):
+        return False  # grammar or a bare verb inside a noun phrase: "the again dog", "put sketch"
+    if re.search(r"\b(?:around|across|behind|beside|under|above|near|next to|on|in|at|from|of|with)"
+                 r" (?!the\b|a\b|an\b|his\b|her\b|their\b|its\b|my\b|this\b|that\b)\w+$", text) \
+            and not re.search(r"\bof \w+$", text):
+        return False  # "people around sofa": a place needs its determiner
+    last = words[-1]
+    pos = parts_of_speech(last.removesuffix("'s"))
+    if pos and not pos & {"NOUN", "PROPN", "NUM"} and last not in _NOUN_WORDS and not last.isdigit():
+        return False  # "horizontally", "bigger": the phrase must end in a noun
+    if parts_of_speech(last) == {"VERB"} and last not in LEX["garments"] and \
+            lemma(last, "VERB") != last:
+        return False  # "the picture cropped", "the statue made": a verb form, not a noun
+    # "-ing" words open a noun phrase only as nouns ("the writing", "the building"), not as verbs.
+    return not (words[0].endswith("ing") and words[0] not in _ING_NOUNS
+                and "NOUN" not in parts_of_speech(words[0]))
+
+
+_NP_PREP = re.compile(r"\s+(?:of|on|in|at|with|from|next to|near|by|behind|under|above|around|"
+                      r"across|beside|inside|over|below)\s+")
+_NP_FUNCTION = frozenset("the a an to by as into onto for from than then again also just only very "
+                         "too so such not no any some all every each both either neither who which "
+                         "that this these those what where when why how and or but if because while "
+                         "until unless i you he she we they me him us them my your our their its "
+                         "it's is are was were be been being do does did have has had could "
+                         "will would should shall may might must of on in at with his hers".split())
+_LEX_VERBS = frozenset(w for ws in LEX["verbs"].values() for w in ws if " " not in w) | frozenset(
+    k for t in ("age_verbs", "size_verbs", "state_verbs", "style_verbs", "weather_verbs") for k in LEX[t]
+    if " " not in k)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _np_word(word: str) -> bool:
+    """A word that can stand in a noun phrase: a noun, adjective, number or participle (or a word
+    the dictionary does not know: a name)."""
+    w = word.removesuffix("'s")
+    if not w or w in _NP_FUNCTION or not w[0].isalnum() or w in ("another", "extra", "additional"):
+        return False
+    if w.isdigit() or w in LEX["numbers"] or w in _NOUN_WORDS:
+        return True
+    pos = parts_of_speech(w)
+    if w in _LEX_VERBS and "NOUN" not in pos:
+        return False  # "de-age", "erase": an edit verb, not part of a name
+    if "-" in w:
+        return True
+    if not pos or pos & {"NOUN", "ADJ", "PROPN", "NUM"}:
+        return True
+    return "VERB" in pos and w.endswith(("ed", "ing", "en"))
+
+
+def head(np: str) -> str:
+    """The head noun: the last word before any prepositional phrase ('man on the left' → 'man')."""
+    core = re.split(r"\s+(?:on|in|at|of|with|from|next to|near|by|behind|under|above)\s+", np, maxsplit=1)[0]
+    words = core.split()
+    return words[-1] if words else ""

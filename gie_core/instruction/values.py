@@ -1,0 +1,299 @@
+"""Value classifiers: is this phrase a colour, a material, a style, a season…? Each returns the
+canonical value or ``None``. The words come from ``data/lexicon.json``; lemmas from lemminflect."""
+from __future__ import annotations
+
+import functools
+import re
+
+from .grammar import Edit
+from .lexicon import LEX, alternation, lemma, number_value, parts_of_speech, words_of
+from .text import entity, is_image, valid_entity
+
+COLOURS = LEX["colours"]
+_COLOUR_ALIASES = LEX["colour_aliases"]
+_COLOUR_WORD = alternation(COLOURS | {"gray", "blond", "blonde"})
+_COLOUR_RE = re.compile(rf"^(?:{alternation(LEX['colour_modifiers'])} )?{_COLOUR_WORD}"
+                        rf"(?:(?: and |-|/| or ){_COLOUR_WORD})?$")
+_LOOK = re.compile(r"^(?:(?:look|looks|appear|seem|be|feel|become|get|grow)\s+)?(?:like\s+)?"
+                   r"(?:(?:it's|it is|it was|its|they're|they are|there's|there is|there are)\s+)?"
+                   r"(?:(?:be|look|made)\s+)?")
+
+
+def strip_look(v: str) -> str:
+    """'look like it's snowing' → 'snowing'; 'be red' → 'red'."""
+    prev = None
+    while prev != v:
+        prev = v
+        v = _LOOK.sub("", v.strip(), count=1).strip()
+    return v
+
+
+_DEGREE_SLIGHT = re.compile(rf"^{alternation(LEX['degrees']['slightly'])}\s+|\s+{alternation(LEX['degrees']['slightly'])}$")
+_DEGREE_PLAIN = re.compile(rf"^{alternation(LEX['degrees'][''])}\s+|\s+{alternation(LEX['degrees'][''])}$")
+
+
+def degree(v: str) -> tuple[str, str]:
+    """Split an intensity off a value: ('slightly', 'brighter') for 'a little brighter', ('',
+    'brighter') for 'much brighter' or 'brighter'. Two levels only: a slight change is its own
+    edit; 'much'/'a lot' are the plain edit (README of the blind benchmark: 'a little' and 'a lot'
+    differ; 'a lot brighter' and 'brighter' are one request for a brighter image)."""
+    v = v.strip()
+    if v in LEX["degrees"]["slightly"]:
+        return "slightly", ""
+    if v in LEX["degrees"][""]:
+        return "", ""
+    out = ""
+    for _ in range(3):
+        m = _DEGREE_SLIGHT.search(v)
+        if m:
+            out = "slightly"
+            v = (v[:m.start()] + v[m.end():]).strip()
+            continue
+        m = _DEGREE_PLAIN.search(v)
+        if m:
+            v = (v[:m.start()] + v[m.end():]).strip()
+            continue
+        break
+    return out, v
+
+
+def colour_value(v: str) -> str | None:
+    v = re.sub(r"^(?:in |to |into |painted |coloured |colored |a |the |all )+", "", v.strip())
+    v = re.sub(r"\s+(?:colou?r(?:ed)?|tone|shade|paint|one)$", "", v)
+    if _COLOUR_RE.match(v):
+        return " ".join(_COLOUR_ALIASES.get(w, w) for w in v.replace("blond ", "blonde ").split())
+    return None
+
+
+def material_value(v: str) -> str | None:
+    v = strip_look(v.strip())
+    v = re.sub(r"^(?:(?:made|built|carved|sculpted|crafted|constructed|cast)\s+)?"
+               r"(?:entirely |completely |all |wholly )?(?:out\s+)?(?:of|from|in)\s+", "", v)
+    v = entity(v)
+    v = re.sub(r"\s+(?:material|texture|version|one)$", "", v)
+    if v in LEX["materials"]:
+        return LEX["materials"][v]
+    lem = " ".join(v.split()[:-1] + [lemma(v.split()[-1], "NOUN")]) if v else v
+    return LEX["materials"].get(lem)
+
+
+_EXPRESSION_TAIL = re.compile(rf"^(?:an? |the )?(?:(\S+) )?{alternation(LEX['expression_words'])}"
+                              r"(?: on (?:his|her|their|its) face)?$")
+
+
+def expression_value(v: str) -> str | None:
+    v = strip_look(v.strip())
+    v = re.sub(r"^(?:with |have |has |wear |wearing |show |showing |making |make )", "", v)
+    m = _EXPRESSION_TAIL.match(v)
+    if m:
+        v = m.group(1) or ""
+    v = re.sub(r"^(?:an? |the )", "", v.strip())
+    v = re.sub(r"\s+(?:on (?:his|her|their|its) face|face)$", "", v)
+    if v in LEX["expression_synonyms"]:
+        v = LEX["expression_synonyms"][v]
+    if v in LEX["expression_verbs"]:
+        return LEX["expression_verbs"][v]
+    if v in LEX["expression_adjectives"]:
+        return "angry" if v == "mad" else v
+    if v in LEX["expression_nouns"]:
+        return LEX["expression_nouns"][v]
+    return None
+
+
+_YEARS = re.compile(r"^(?:by\s+)?(\S+)\s+years?(?:\s+(older|younger))?$")
+
+
+def age_value(v: str) -> str | None:
+    """'older', 'look younger', 'a bit older' → 'slightly older', 'ten years older', '10 years
+    older' → 'ten years older'."""
+    v = strip_look(v.strip())
+    v = re.sub(r"\s+(?:again|now|than (?:he|she|they) (?:is|are))$", "", v)
+    deg, v = degree(v)
+    m = _YEARS.match(v)
+    if m and m.group(2):
+        n = number_value(m.group(1))
+        return f"{words_of(n)} years {m.group(2)}" if n and 0 < n < 120 else None
+    out = LEX["age"].get(v)
+    return (f"{deg} {out}" if deg else out) if out else None
+
+
+def size_value(v: str) -> str | None:
+    """'bigger' / 'look larger' / 'a lot smaller' → 'bigger' / 'smaller'; 'a bit bigger' →
+    'slightly bigger'."""
+    v = strip_look(v.strip())
+    v = re.sub(r"^(?:be\s+)", "", v)
+    v = re.sub(r"\s+(?:in size|than (?:it is|before|now))$", "", v)
+    deg, v = degree(v)
+    v = re.sub(r"^(?:more )?(?:big|large)$", "bigger", v)
+    out = LEX["size"].get(v)
+    if out is None or v in ("big", "small", "tall", "large", "huge", "tiny", "giant", "enormous"):
+        # A plain adjective ("make the dog big") states a size, not a change of size; only the
+        # comparative is a size edit.
+        return None
+    return f"{deg} {out}" if deg else out
+
+
+_HAIR_TAIL = re.compile(rf"\s*\b{alternation(LEX['hair_words'])}(?:\s+(?:colou?r|style|cut))?$")
+
+
+def hair_value(v: str) -> str | None:
+    v = entity(v.strip())
+    v = re.sub(r"^(?:with |to |into |have |be |dyed |coloured |colored )", "", v)
+    v = _HAIR_TAIL.sub("", v)
+    v = entity(v)
+    if not v or len(v.split()) > 4 or not re.fullmatch(r"[\w' -]+", v):
+        return None
+    v = " ".join(_COLOUR_ALIASES.get(w, w) for w in v.split())
+    if colour_value(v) or v in LEX["hair_colours"] or v in LEX["hair_styles"] or \
+            v.replace("blond ", "blonde ") in LEX["hair_colours"]:
+        return colour_value(v) or v
+    if all(w in LEX["hair_styles"] or w in LEX["hair_colours"] or colour_value(w) for w in v.split()):
+        return v
+    return None
+
+
+def person_hair_value(v: str) -> str | None:
+    """Adjectives that describe a person by their hair: 'blonde', 'a redhead', 'bald'."""
+    v = re.sub(r"^(?:an? )", "", strip_look(v))
+    return LEX["person_hair_adjectives"].get(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole-image values: season, weather, time of day, style
+
+def global_value(v: str) -> str:
+    v = strip_look(v)
+    v = re.sub(r"^(?:in|into|to|at|during|on|for|as)\s+", "", v)
+    v = entity(v)
+    v = re.sub(r"^(?:a |an )", "", v)
+    v = re.sub(r"(?<=\S)\s+(?:scene|setting|season|weather|time|vibe|vibes|mood|atmosphere|look|"
+               r"theme|landscape|version|image|photo|picture|day|conditions|lighting|light|"
+               r"effect|feel|sky)$", "", v)
+    v = re.sub(r"^(?:(?:a|an|the)\s+)?(?:very|really|nice|beautiful|heavy|light|bright|full|late|"
+               r"early|typical|cold|warm|hot|dark|gloomy|quiet)\s+(?=\S)", "", v) \
+        if v.split() and len(v.split()) > 1 else v
+    return v.strip()
+
+
+def classify_global(raw: str) -> Edit | None:
+    """A whole-image change: season, weather, time of day or style."""
+    v = global_value(raw)
+    if v in LEX["seasons"]:
+        return Edit("season", value=LEX["seasons"][v])
+    if v in LEX["weather"]:
+        return Edit("weather", value=LEX["weather"][v])
+    if v in LEX["times"]:
+        return Edit("time", value=LEX["times"][v])
+    style = style_value(raw)
+    if style is not None:
+        return Edit("style", value=style)
+    return None
+
+
+_STYLE_INDICATORS = re.compile(rf"\b{alternation(LEX['style_indicators'])}\b")
+_STYLE_FILLERS = re.compile(rf"\b{alternation(LEX['style_fillers'])}\s+")
+_STYLE_OF = re.compile(r"^(?:(?:the|an?) )?(?:style|manner|look|aesthetic|art style) of (.+)$")
+_WORK_BY = re.compile(r"^(?:an? |the )?(?:painting|drawing|picture|artwork|work|sketch|piece)s? "
+                      r"(?:by|from|of) (.+)$")
+_STYLE_TAIL = re.compile(r"\s+(?:style|styled|aesthetic|look|version|filter|effect|vibe|vibes|"
+                         r"rendering|render|inspired|type)$")
+_IMAGE_TAIL = re.compile(r"(?<=\S)\s+(?:photo|image|picture|photograph|pic|shot)$")
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def style_value(raw: str) -> str | None:
+    """The style name of a phrase ('in the style of Van Gogh' → 'van gogh'; 'a watercolour' →
+    'watercolor painting'), or ``None`` when it names no style."""
+    v = strip_look(raw.strip())
+    v = re.sub(r"^(?:in|into|to|as|like)\s+", "", v)
+    explicit = False
+    for _ in range(2):
+        m = _STYLE_OF.match(v) or _WORK_BY.match(v)
+        if m:
+            v, explicit = m.group(1), True
+        v = entity(v)
+        v = _STYLE_FILLERS.sub("", v)
+        v = re.sub(r"^(?:an? )", "", v)
+        while True:
+            new = _STYLE_TAIL.sub("", v)
+            if new == v:
+                break
+            v, explicit = new, True
+        v = re.sub(r"-(?:style|styled|inspired|like|esque)$|'s$", "", v)
+        v = _IMAGE_TAIL.sub("", v)
+    if not v or len(v) > 60:
+        return None
+    known = v in LEX["styles"] or v in LEX["style_synonyms"]
+    v = LEX["style_synonyms"].get(v, v)
+    words = v.split()
+    # "a van gogh painting" -> the painter's style; "an oil painting" stays a medium.
+    if len(words) >= 2 and words[-1] == "painting" and words[-2] not in LEX["paint_media"]:
+        v = " ".join(words[:-1])
+        v = LEX["style_synonyms"].get(v, v)
+    words = v.split()
+    countable = words and words[-1] in LEX["style_nouns"] and len(words) <= 4
+    if explicit or known or v in LEX["styles"] or countable or _STYLE_INDICATORS.search(raw):
+        if re.search(r"\b(?:make|change|turn|add|remove|replace|apply|use|give|put|set|convert|"
+                     r"filter|effect|render|redo|as|it|this|and|or|of|with|to|the|a|an|flip|rotate|"
+                     r"zoom|crop|blur|sharpen|invert|horizontally|vertically|degrees)\b", v) \
+                and v not in LEX["styles"] and v not in LEX["style_bare"]:
+            return None  # a verb, a filter word or grammar left inside: not a style name
+        if not re.fullmatch(r"[a-z0-9][a-z0-9' -]*", v) or v in LEX["colours"] or is_image(v):
+            return None
+        if not known and v not in LEX["styles"] and not _plausible_name(v):
+            return None
+        return v
+    return None
+
+
+_NOT_IN_NAMES = frozenset("then can be is are was style styled and or but not no so if when where "
+                          "please make change turn add remove replace look like more less very "
+                          "too also just it this that there here".split())
+
+
+def _plausible_name(v: str) -> bool:
+    """A style name of at most four words, none of them grammar ('then', 'be', 'style' …)."""
+    from .text import _np_word
+    words = v.split()
+    return 0 < len(words) <= 4 and not any(w in _NOT_IN_NAMES or "'" in w or not _np_word(w)
+                                           or len(w) < 2 for w in words)
+
+
+def background_value(v: str) -> str | None:
+    v = re.sub(r"^(?:to|into|with|for|as|be|a|an|the)\s+", "", v.strip())
+    v = entity(v)
+    v = re.sub(rf"^{alternation(LEX['background_fillers'])}\s+", "", v)
+    v = re.sub(r"\s+(?:background|backdrop|colou?r|scene|setting|one)$", "", v)
+    v = entity(v)
+    c = colour_value(v)
+    if c is not None:
+        return c
+    if not valid_entity(v) or re.search(r"\b(?:make|change|add|remove|it|this)\b", v):
+        return None
+    return v
+
+
+def is_background(np: str) -> bool:
+    return entity(np) in LEX["background_words"]
+
+
+def is_adjective(word: str) -> bool:
+    return "ADJ" in parts_of_speech(word) or word in LEX["state_adjectives"]
+
+
+def state_value(v: str, strict: bool = False) -> str | None:
+    """An adjective for the generic ``state`` family ('flooded', 'post-apocalyptic'). ``strict``
+    (captions like 'flooded street') accepts only the lexicon's state adjectives."""
+    v = strip_look(v.strip())
+    v = re.sub(r"^(?:all |completely |totally |fully |entirely )", "", v)
+    if v in LEX["state_adjectives"]:
+        return v if " " not in v else None  # the canonical shape takes one word ("flooded")
+    if strict or len(v.split()) != 1 or not re.fullmatch(r"[a-z][a-z-]+", v):
+        return None
+    pos = parts_of_speech(v)
+    if "ADJ" in pos and "NOUN" not in pos and not v.endswith(("er", "est")) and v not in (
+            "more", "less", "other", "same", "different", "new", "own", "such", "only",
+            "good", "better", "bad", "worse", "nice", "great", "beautiful", "pretty", "ugly",
+            "prettier", "real", "realistic", "possible", "certain", "sure", "able"):
+        return v
+    return None
