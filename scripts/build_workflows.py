@@ -1,13 +1,15 @@
-"""Regenerate the UI-format workflows and their PNG previews from the API-format twins.
+"""Regenerate the UI-format workflows (``example_workflows/*.json``) from their API twins.
 
-    python workflows/build_workflows.py --server http://127.0.0.1:8188
+    python scripts/build_workflows.py --server http://127.0.0.1:8188
 
-The API files (``*_api.json``) are the source. For each, the live node definitions of a running
-ComfyUI (``/object_info``, with this pack loaded) give the input order and which inputs are widgets,
-so the UI file (``*.json``: LiteGraph nodes, links, widget values) loads by drag-and-drop exactly as
-the API twin describes. Each gets a ``*.png`` picture of the graph that carries both JSONs in its
-metadata the way ComfyUI's Save Image does, so dropping the PNG onto ComfyUI loads the workflow too.
-Needs Pillow only (no ComfyUI import).
+The API files (``api_workflows/*_api.json``) are the source of the graph. The live node
+definitions of a running ComfyUI with this pack (``/object_info``) give the input order, which
+inputs are widgets and so each node's height. The layout below (groups of nodes, left to right,
+room for image previews, notes where a user must act) turns that into a LiteGraph workflow that
+ComfyUI's frontend loads as it is: nothing overlaps, not even once images are shown, and the saved
+view shows the whole graph. ``tests/test_workflows.py`` checks those properties; the real frontend
+checks them again in ``tests/test_comfyui.py``. Screenshots and the Templates thumbnails come from
+``scripts/comfyui_screenshots.sh``. Needs no ComfyUI import and no third-party package.
 """
 from __future__ import annotations
 
@@ -15,14 +17,107 @@ import argparse
 import json
 import sys
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
+API_DIR = ROOT / "api_workflows"
+UI_DIR = ROOT / "example_workflows"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-COL_W, NODE_W, GAP_Y = 380, 330, 30
-TYPE_COLORS = {"MODEL": "#b39ddb", "CLIP": "#ffd54f", "VAE": "#ef5350", "IMAGE": "#64b5f6", "MASK": "#81c784",
-               "LATENT": "#f48fb1", "CONDITIONING": "#ffa726", "CONTROL_NET": "#4db6ac", "GIE_LAYOUT": "#e0e0e0",
-               "STRING": "#aed581"}
+
+# Sizes in canvas units, as ComfyUI's frontend (1.35, LiteGraph) draws nodes: the title bar sits
+# above node.pos; a socket row is 20 high, a widget 24, a multiline text box at least 54; an image
+# preview needs at least 220 below the widgets (the frontend grows a node that has less).
+TITLE_H = 30
+SLOT_H = 20
+WIDGET_H = 24
+MULTILINE_H = 54
+BODY_PAD = 14
+PREVIEW_MIN = 220
+GROUP_TITLE_H = 34
+GROUP_PAD = 20
+GAP = 30          # between nodes of a group
+GROUP_GAP = 40    # between groups
+# The saved view is made for a 1920x960 canvas (a 1080p screen less the browser's bars). The
+# frontend covers parts of it: the sidebar (left 60 px), the tab bar and floating Run buttons (top
+# 90 px) and the minimap with the zoom bar (bottom-right corner, from x 1650 and y 690).
+VIEW_W, VIEW_H = 1920, 960
+VIEW_FREE = (70, 96, 1896, 936)   # x0, y0, x1, y1 not covered by the sidebar and the top bar
+MINIMAP = (1650, 690)             # the corner right of x and below y
+MAX_SCALE = 1.0
+
+GROUP_COLORS = {"examples": "#3f789e", "models": "#444444", "instruction": "#b58b2a", "edit": "#a1309b",
+                "outputs": "#88AA88", "input": "#3f789e", "face mask": "#a1309b"}
+NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"  # the frontend's yellow, as ComfyUI's own templates use for notes
+
+
+@dataclass
+class Node:
+    """An API node placed in the layout: width, and extra height for an image preview."""
+    id: str
+    width: int = 300
+    preview: int = 0  # height kept free below the widgets for image previews (0: none)
+
+
+@dataclass
+class Note:
+    """A Markdown note (frontend only: not part of the prompt)."""
+    text: str
+    width: int = 300
+    height: int = 120
+
+
+@dataclass
+class Group:
+    title: str
+    stacks: list[list[Node | Note]]  # side by side, each a vertical stack
+    color: str | None = None
+
+
+@dataclass
+class Layout:
+    columns: list[list[Group]]  # left to right, each a vertical stack of groups
+
+
+MODELS_NOTE = ("**Pick your models** (press R after copying files)\n\n"
+               "- *Load Checkpoint*: an SD1.5 checkpoint from `models/checkpoints`\n"
+               "- *VMamba ControlNet Loader*: an InstructGIE VMamba ControlNet from `models/instructgie` "
+               "(`instructgie-train --preset sd15` makes one)")
+EXAMPLES_NOTE = ("**Your images here.** The example pair (before, after) shows the edit; the query is "
+                 "edited the same way. These come from the pack's `example_workflows/input`: copy them to "
+                 "ComfyUI's `input` folder, or upload your own.")
+FACES_NOTE = ("**Regions.** `face` works offline (OpenCV). `hair`, `skin`, `eyes`, `person`... need a local "
+              "face-parsing or Mask2Former folder in `model_path` (nothing is downloaded).")
+LOAD_IMAGE = dict(width=250, preview=230)
+# A sampler node shows the latent preview of each step (and keeps the last one) below its widgets.
+SAMPLER_PREVIEW = PREVIEW_MIN
+
+LAYOUTS: dict[str, Layout] = {
+    "instructgie_edit_by_example": Layout([
+        [Group("examples", [[Node("2", **LOAD_IMAGE), Node("4", **LOAD_IMAGE)],
+                            [Node("3", **LOAD_IMAGE), Note(EXAMPLES_NOTE, 250, 170)]])],
+        [Group("models", [[Node("1", 300), Note(MODELS_NOTE, 300, 170), Node("8", 300)]]),
+         Group("instruction", [[Node("6", 300), Node("7", 300)]])],
+        [Group("edit", [[Node("5", 310), Node("9", 310, preview=SAMPLER_PREVIEW)]])],
+        [Group("outputs", [[Node("10", 330, preview=340), Node("11", 330, preview=340)],
+                           [Node("12", 280), Node("13", 280), Node("14", 280, preview=250)]])],
+    ]),
+    "instructgie_edit_with_stock_nodes": Layout([
+        [Group("examples", [[Node("2", **LOAD_IMAGE), Node("4", **LOAD_IMAGE)],
+                            [Node("3", **LOAD_IMAGE), Note(EXAMPLES_NOTE, 250, 170)]])],
+        [Group("models", [[Node("1", 300), Note(MODELS_NOTE, 300, 170), Node("8", 300)]]),
+         Group("instruction", [[Node("6", 300), Node("7", 300)]])],
+        [Group("edit", [[Node("5", 300), Node("10", 300), Node("11", 300)],
+                        [Node("9", 300), Node("12", 300, preview=SAMPLER_PREVIEW), Node("13", 300), Node("14", 300)]])],
+        [Group("outputs", [[Node("15", 360, preview=360)]])],
+    ]),
+    "instructgie_face_region_mask": Layout([
+        [Group("input", [[Node("1", 300, preview=300)]])],
+        [Group("face mask", [[Node("2", 320), Note(FACES_NOTE, 320, 140)]])],
+        [Group("outputs", [[Node("3", 260), Node("4", 300, preview=300)],
+                           [Node("6", 260), Node("5", 260), Node("7", 300, preview=300)]])],
+    ]),
+}
 
 
 def is_widget(spec) -> bool:
@@ -41,11 +136,9 @@ def ordered_inputs(info: dict) -> list[tuple[str, list]]:
     return out
 
 
-def widget_values(info: dict, inputs: dict, names: list | None = None) -> list:
-    """widgets_values as the frontend stores them (extra entries for seed control and image upload);
-    ``names``, when given, receives the widget name of each value."""
+def widget_values(info: dict, inputs: dict) -> list:
+    """widgets_values as the frontend stores them (extra entries for seed control and image upload)."""
     values = []
-    names = [] if names is None else names
     for name, spec in ordered_inputs(info):
         if not is_widget(spec):
             continue
@@ -54,32 +147,89 @@ def widget_values(info: dict, inputs: dict, names: list | None = None) -> list:
         if isinstance(value, list):  # a widget converted to a socket: not supported here
             raise ValueError(f"{info['name']}.{name}: linked widget inputs are not supported")
         values.append(value)
-        names.append(name)
         if opts.get("control_after_generate"):
             values.append("fixed")
-            names.append("control after generate")
         if opts.get("image_upload"):
             values.append("image")
-            names.append("upload")
     return values
 
 
-def api_to_ui(api: dict, object_info: dict) -> dict:
-    """A LiteGraph UI workflow for an API-format prompt, laid out left to right by depth."""
+def body_height(info: dict) -> int:
+    """The height the frontend needs for a node's sockets and widgets (without any image preview)."""
+    sockets = sum(1 for _, spec in ordered_inputs(info) if not is_widget(spec))
+    widgets = 0
+    for _, spec in ordered_inputs(info):
+        if not is_widget(spec):
+            continue
+        opts = spec[1] if len(spec) > 1 else {}
+        widgets += MULTILINE_H if opts.get("multiline") else WIDGET_H
+        widgets += WIDGET_H * (bool(opts.get("control_after_generate")) + bool(opts.get("image_upload")))
+    rows = max(1, sockets, len(info["output"]))
+    return rows * SLOT_H + widgets + (BODY_PAD if widgets else 6)
+
+
+def _place(layout: Layout, heights: dict) -> tuple[dict, list]:
+    """Positions: {item: (x, y, w, h)} of node bodies (the title bar is above y) and group boxes."""
+    boxes, groups = {}, []
+    x = 0
+    for column in layout.columns:
+        y, column_w = 0, 0
+        for group in column:
+            gx, cy = x, y + GROUP_TITLE_H + GROUP_PAD // 2
+            sx, content_h = gx + GROUP_PAD, 0
+            for stack in group.stacks:
+                sy, stack_w = cy, 0
+                for item in stack:
+                    h = heights[id(item)]
+                    boxes[id(item)] = (sx, sy + TITLE_H, item.width, h)
+                    sy += TITLE_H + h + GAP
+                    stack_w = max(stack_w, item.width)
+                content_h = max(content_h, sy - GAP - cy)
+                sx += stack_w + GAP
+            gw, gh = sx - GAP + GROUP_PAD - gx, GROUP_TITLE_H + GROUP_PAD // 2 + content_h + GROUP_PAD
+            groups.append((group, [gx, y, gw, gh]))
+            y += gh + GROUP_GAP
+            column_w = max(column_w, gw)
+        x += column_w + GROUP_GAP
+    return boxes, groups
+
+
+def saved_view(groups: list) -> dict:
+    """Scale and offset that show every group at once on the VIEW_W x VIEW_H canvas, clear of the
+    frontend's own panels: either above the minimap's corner or left of it, whichever is larger."""
+    x0 = min(b[0] for _, b in groups)
+    y0 = min(b[1] for _, b in groups)
+    w = max(b[0] + b[2] for _, b in groups) - x0
+    h = max(b[1] + b[3] for _, b in groups) - y0
+    fx0, fy0, fx1, fy1 = VIEW_FREE
+    areas = [(fx0, fy0, fx1, MINIMAP[1]), (fx0, fy0, MINIMAP[0], fy1)]
+    best = max(areas, key=lambda a: min((a[2] - a[0]) / w, (a[3] - a[1]) / h))
+    ax0, ay0, ax1, ay1 = best
+    scale = min(MAX_SCALE, (ax1 - ax0) / w, (ay1 - ay0) / h)
+    scale = int(scale * 100) / 100  # a round zoom level, never above the fitting one
+    left = ax0 + ((ax1 - ax0) - w * scale) / 2
+    top = ay0 + ((ay1 - ay0) - h * scale) / 2
+    # The frontend draws canvas point p at screen (p + offset) * scale.
+    return {"scale": scale, "offset": [round(left / scale - x0, 1), round(top / scale - y0, 1)]}
+
+
+def api_to_ui(api: dict, object_info: dict, layout: Layout) -> dict:
+    """A LiteGraph UI workflow for an API-format prompt, placed as ``layout`` says."""
     ids = sorted(api, key=int)
-    depth: dict[str, int] = {}
+    items = [item for column in layout.columns for group in column for stack in group.stacks for item in stack]
+    placed = {item.id for item in items if isinstance(item, Node)}
+    if placed != set(ids):
+        raise ValueError(f"layout places {sorted(placed, key=int)} but the workflow has {ids}")
+    heights = {}
+    for item in items:
+        if isinstance(item, Note):
+            heights[id(item)] = item.height
+        else:
+            info = object_info[api[item.id]["class_type"]]
+            heights[id(item)] = body_height(info) + (max(item.preview, PREVIEW_MIN) if item.preview else 0)
+    boxes, groups = _place(layout, heights)
 
-    def node_depth(nid: str) -> int:
-        if nid not in depth:
-            srcs = [v[0] for v in api[nid]["inputs"].values() if isinstance(v, list)]
-            depth[nid] = 1 + max((node_depth(s) for s in srcs), default=-1)
-        return depth[nid]
-
-    for nid in ids:
-        node_depth(nid)
-    links, nodes = [], []
-    out_links: dict[tuple[str, int], list[int]] = {}
-    in_link: dict[tuple[str, str], int] = {}
+    links, out_links, in_link = [], {}, {}
     for nid in ids:
         info = object_info[api[nid]["class_type"]]
         for name, spec in ordered_inputs(info):
@@ -87,13 +237,13 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
             if isinstance(v, list) and not is_widget(spec):
                 src, slot = v
                 lid = len(links) + 1
-                links.append([lid, int(src), int(slot), int(nid), None, None])
+                links.append([lid, int(src), int(slot), int(nid), None, spec[0]])
                 out_links.setdefault((src, int(slot)), []).append(lid)
                 in_link[(nid, name)] = lid
-    column_y: dict[int, float] = {}
-    for order, nid in enumerate(sorted(ids, key=lambda n: (depth[n], int(n)))):
-        node = api[nid]
-        info = object_info[node["class_type"]]
+    by_id = {item.id: item for item in items if isinstance(item, Node)}
+    nodes = []
+    for order, nid in enumerate(ids):
+        node, info = api[nid], object_info[api[nid]["class_type"]]
         inputs = []
         for name, spec in ordered_inputs(info):
             if is_widget(spec):
@@ -101,91 +251,30 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
             lid = in_link.get((nid, name))
             if lid is not None:
                 links[lid - 1][4] = len(inputs)
-                links[lid - 1][5] = spec[0]
             inputs.append({"name": name, "type": spec[0], "link": lid})
         outputs = [{"name": oname, "type": otype, "links": out_links.get((nid, i), []), "slot_index": i}
                    for i, (oname, otype) in enumerate(zip(info["output_name"], info["output"]))]
-        wv = widget_values(info, node["inputs"])
-        height = 46 + 22 * max(len(inputs), len(outputs)) + 26 * len(wv)
-        d = depth[nid]
-        y = column_y.get(d, 0.0)
-        column_y[d] = y + height + GAP_Y
+        x, y, w, h = boxes[id(by_id[nid])]
         nodes.append({
-            "id": int(nid), "type": node["class_type"], "pos": [40 + d * COL_W, 40 + y], "size": [NODE_W, height],
+            "id": int(nid), "type": node["class_type"], "pos": [x, y], "size": [w, h],
             "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
             "title": node.get("_meta", {}).get("title", info.get("display_name", node["class_type"])),
-            "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": wv,
+            "properties": {"Node name for S&R": node["class_type"]},
+            "widgets_values": widget_values(info, node["inputs"]),
         })
-    return {"last_node_id": max(int(i) for i in ids), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
-
-
-def render_png(ui: dict, api: dict, path: Path, caption: str, object_info: dict) -> None:
-    """Draw the graph (boxes, sockets, links, widget values) and embed both JSONs as PNG text chunks."""
-    from PIL import Image, ImageDraw, ImageFont
-    from PIL.PngImagePlugin import PngInfo
-
-    nodes = {n["id"]: n for n in ui["nodes"]}
-    w = int(max(n["pos"][0] + n["size"][0] for n in nodes.values()) + 40)
-    h = int(max(n["pos"][1] + n["size"][1] for n in nodes.values()) + 90)
-    img = Image.new("RGB", (w, h), "#202124")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    try:
-        font = ImageFont.load_default(size=14)
-    except TypeError:  # Pillow < 10.1
-        pass
-
-    def socket(node, side, slot):
-        x = node["pos"][0] + (node["size"][0] if side == "out" else 0)
-        return x, node["pos"][1] + 40 + 22 * slot
-
-    for _lid, src, sslot, dst, dslot, kind in ui["links"]:
-        x0, y0 = socket(nodes[src], "out", sslot)
-        x1, y1 = socket(nodes[dst], "in", dslot)
-        color = TYPE_COLORS.get(kind, "#9e9e9e")
-        mx = (x0 + x1) / 2
-        draw.line([(x0, y0), (mx, y0), (mx, y1), (x1, y1)], fill=color, width=3)
-    for n in nodes.values():
-        x, y = n["pos"]
-        bw, bh = n["size"]
-        ours = n["type"].startswith("InstructGIE")
-        draw.rounded_rectangle([x, y, x + bw, y + bh], radius=8, fill="#353535",
-                               outline="#7e57c2" if ours else "#5f6368", width=3 if ours else 1)
-        draw.rounded_rectangle([x, y, x + bw, y + 26], radius=8, fill="#4a3a6b" if ours else "#444")
-        draw.text((x + 8, y + 5), n["title"][:44], fill="white", font=font)
-        for i, inp in enumerate(n["inputs"]):
-            sx, sy = socket(n, "in", i)
-            draw.ellipse([sx - 5, sy - 5, sx + 5, sy + 5], fill=TYPE_COLORS.get(inp["type"], "#9e9e9e"))
-            draw.text((sx + 10, sy - 8), inp["name"], fill="#cfcfcf", font=font)
-        for i, out in enumerate(n["outputs"]):
-            sx, sy = socket(n, "out", i)
-            draw.ellipse([sx - 5, sy - 5, sx + 5, sy + 5], fill=TYPE_COLORS.get(out["type"], "#9e9e9e"))
-            tw = draw.textlength(out["name"], font=font)
-            draw.text((sx - 10 - tw, sy - 8), out["name"], fill="#cfcfcf", font=font)
-        wy = y + 46 + 22 * max(len(n["inputs"]), len(n["outputs"]))
-        names: list = []
-        widget_values(object_info[n["type"]], api[str(n["id"])]["inputs"], names)
-        for name, v in zip(names, n["widgets_values"]):
-            text = str(v).replace("\n", " ")
-            draw.rounded_rectangle([x + 8, wy - 2, x + bw - 8, wy + 20], radius=6, fill="#222")
-            draw.text((x + 16, wy + 1), name[:20], fill="#9aa0a6", font=font)
-            draw.text((x + 150, wy + 1), text[:26], fill="#e0e0e0", font=font)
-            wy += 26
-    draw.text((40, h - 50), caption, fill="#e0e0e0", font=font)
-    meta = PngInfo()
-    meta.add_text("workflow", json.dumps(ui))
-    meta.add_text("prompt", json.dumps(api))
-    img.save(path, pnginfo=meta)
-
-
-CAPTIONS = {
-    "instructgie_basic": "InstructGIE basic edit: example pair + query -> visual prompt -> VMamba ControlNet -> "
-                         "InstructGIE Sampler -> edited query (drag this PNG onto ComfyUI to load it)",
-    "instructgie_stock_nodes": "The same edit with ComfyUI's stock nodes: Apply ControlNet (Advanced) + VAE Encode + "
-                               "Set Latent Noise Mask + KSampler + crop of the target cell",
-    "instructgie_faces": "Face-Region Mask: the detail-critical regions InstructGIE's selective area matching protects",
-}
+    next_id = max(int(i) for i in ids)
+    for item in items:
+        if isinstance(item, Note):
+            next_id += 1
+            x, y, w, h = boxes[id(item)]
+            nodes.append({"id": next_id, "type": "MarkdownNote", "pos": [x, y], "size": [w, h], "flags": {},
+                          "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "title": "Note",
+                          "properties": {}, "widgets_values": [item.text],
+                          "color": NOTE_COLOR, "bgcolor": NOTE_BGCOLOR})
+    ui_groups = [{"id": i + 1, "title": g.title, "bounding": box, "color": g.color or GROUP_COLORS.get(g.title, "#444444"),
+                  "font_size": 24, "flags": {}} for i, (g, box) in enumerate(groups)]
+    return {"last_node_id": next_id, "last_link_id": len(links), "nodes": nodes, "links": links,
+            "groups": ui_groups, "config": {}, "extra": {"ds": saved_view(groups)}, "version": 0.4}
 
 
 def main(argv=None) -> int:
@@ -194,13 +283,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with urllib.request.urlopen(args.server.rstrip("/") + "/object_info") as r:
         object_info = json.load(r)
-    for api_path in sorted(HERE.glob("*_api.json")):
+    for api_path in sorted(API_DIR.glob("*_api.json")):
         stem = api_path.name[: -len("_api.json")]
-        api = json.loads(api_path.read_text())
-        ui = api_to_ui(api, object_info)
-        (HERE / f"{stem}.json").write_text(json.dumps(ui, indent=1) + "\n")
-        render_png(ui, api, HERE / f"{stem}.png", CAPTIONS.get(stem, stem), object_info)
-        print("wrote", stem + ".json", stem + ".png")
+        if stem not in LAYOUTS:
+            raise SystemExit(f"{api_path.name}: add a layout for {stem!r} to LAYOUTS")
+        ui = api_to_ui(json.loads(api_path.read_text()), object_info, LAYOUTS[stem])
+        (UI_DIR / f"{stem}.json").write_text(json.dumps(ui, indent=1) + "\n")
+        print("wrote", (UI_DIR / f"{stem}.json").relative_to(ROOT))
     return 0
 
 
