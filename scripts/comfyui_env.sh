@@ -20,7 +20,7 @@
 
 _comfyui_env_main() {
   local repo source venv py stamp want log t0 reqs
-  repo=$(pwd)
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   if [ -n "${COMFYUI_PATH:-}" ]; then
     echo "comfyui_env: using COMFYUI_PATH=$COMFYUI_PATH as it is"
     return 0
@@ -43,7 +43,7 @@ _comfyui_env_main() {
   # nodes need it), then this pack's.
   grep -Ev '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*([<>=!~].*)?$' "$source/requirements.txt" >"$reqs"
   local recipe="torch==2.14.1 torchvision==0.29.1"
-  want=$( { echo "$recipe"; python3 --version; cat "$reqs" requirements.txt; } | sha256sum | cut -c1-16)
+  want=$( { echo "$recipe"; python3 --version; cat "$reqs" "$repo/requirements.txt"; } | sha256sum | cut -c1-16)
   stamp=$venv/.instructgie-recipe
   if [ ! -x "$py" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "comfyui_env: building ComfyUI's Python in $venv ($recipe + ComfyUI's and the pack's requirements)"
@@ -51,7 +51,7 @@ _comfyui_env_main() {
     python3 -m venv "$venv" || return 1
     # shellcheck disable=SC2086
     if ! "$py" -m pip install -q $recipe >"$log" 2>&1 ||
-       ! "$py" -m pip install -q -r "$reqs" -r requirements.txt >>"$log" 2>&1; then
+       ! "$py" -m pip install -q -r "$reqs" -r "$repo/requirements.txt" >>"$log" 2>&1; then
       grep -v "is ignored: it is neither" "$log" >&2
       echo "comfyui_env: pip failed building $venv" >&2
       rm -f "$reqs" "$log"
