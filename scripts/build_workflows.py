@@ -27,13 +27,13 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 # Sizes in canvas units, as ComfyUI's frontend (1.35, LiteGraph) draws nodes: the title bar sits
 # above node.pos; a socket row is 20 high, a widget 24, a multiline text box at least 54; an image
-# preview needs at least 220 below the widgets (the frontend grows a node that has less).
+# preview needs about 224 below the widgets (the frontend grows a node that has less).
 TITLE_H = 30
 SLOT_H = 20
 WIDGET_H = 24
 MULTILINE_H = 54
 BODY_PAD = 14
-PREVIEW_MIN = 220
+PREVIEW_MIN = 240  # the frontend measured 224 (Load Image: 102 without its preview, 326 with)
 GROUP_TITLE_H = 34
 GROUP_PAD = 20
 GAP = 30          # between nodes of a group

@@ -2,9 +2,10 @@
 whether each UI workflow looks right when dropped onto the canvas.
 
 Layout facts of ComfyUI's frontend (1.35, LiteGraph) used here: a node's title bar (30) sits above
-``pos``; a socket row is 20 high and a widget at least 24; an image preview needs at least 220 below
-the widgets, or the frontend grows the node (over its neighbours); the canvas draws point p at
-``(p + offset) * scale``. tests/test_comfyui.py checks the same in the real frontend.
+``pos``; a socket row is 20 high and a widget at least 24; an image preview needs 224 below the
+widgets (measured: Load Image's computeSize is 102 high without, 326 with), or the frontend grows
+the node over its neighbours; the canvas draws point p at ``(p + offset) * scale``.
+tests/test_comfyui.py checks the same in the real frontend.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ UI_DIR, API_DIR = ROOT / "example_workflows", ROOT / "api_workflows"
 NAMES = sorted(p.stem for p in UI_DIR.glob("*.json"))
 # The folders ComfyUI 0.8 lists a pack's templates from (app/custom_node_manager.py).
 SCANNED = ("example_workflows", "example", "examples", "workflow", "workflows")
-TITLE_H, SLOT_H, WIDGET_H, PREVIEW_MIN = 30, 20, 24, 220
+TITLE_H, SLOT_H, WIDGET_H, PREVIEW_MIN = 30, 20, 24, 224
 # Nodes the frontend draws images in: loaded and saved images, and the samplers' latent previews
 # (shown during sampling and kept after it).
 SHOWS_IMAGES = {"LoadImage", "SaveImage", "PreviewImage", "KSampler", "KSamplerAdvanced", "SamplerCustom",
