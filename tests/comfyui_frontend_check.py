@@ -100,7 +100,7 @@ async def main(server, chromium, ui_dir, small_dir, names):
                 await asyncio.sleep(0.5)
                 # Every Load Image shows its picture (the frontend sizes the node for it then).
                 await wait_for("app.graph.nodes.filter(n => n.type === 'LoadImage').every("
-                               "n => (n.imgs || []).some(i => i.complete && i.naturalWidth > 0))", 60, "the image previews")
+                               "n => (n.imgs || []).some(i => i.complete && i.naturalWidth > 0))", 300, "the image previews")
                 await asyncio.sleep(1.0)  # a few frames, so any resize has happened
 
             async def report(name, kind):
@@ -137,7 +137,7 @@ async def main(server, chromium, ui_dir, small_dir, names):
                         await asyncio.sleep(1)
                     outputs = [k for k, v in h[pid]["outputs"].items() if v.get("images")]
                     await wait_for("[" + ",".join(outputs) + "].every(id => (app.graph.getNodeById(id).imgs || [])"
-                                   ".some(i => i.complete && i.naturalWidth > 0))", 60, "the output previews")
+                                   ".some(i => i.complete && i.naturalWidth > 0))", 300, "the output previews")
                     await asyncio.sleep(1.0)
                     await report(name, "after_run")
                 await drop(os.path.join(ui_dir, name + ".png"), "image/png")

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
 REQUIRED = os.environ.get("INSTRUCTGIE_REQUIRE_COMFYUI") == "1"
 OUR_NODES = {"InstructGIEVMambaControlNetLoader": "InstructGIE VMamba ControlNet Loader",
-             "InstructGIEVisualPromptConcatenate": "InstructGIE Visual Prompt",
+             "InstructGIEVisualPromptConcatenate": "InstructGIE Visual Prompt Concatenate",
              "InstructGIEInstructionUnifier": "InstructGIE Instruction Unifier",
              "InstructGIEFaceRegionMask": "InstructGIE Face-Region Mask",
              "InstructGIESampler": "InstructGIE Sampler"}
