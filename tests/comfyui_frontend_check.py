@@ -126,7 +126,7 @@ async def main(server, chromium, ui_dir, small_dir, names):
                         if r.status != 200:
                             raise RuntimeError(f"{name}: POST /prompt gave {r.status}: {body}")
                     pid = body["prompt_id"]
-                    end = time.time() + 900
+                    end = time.time() + 1800  # the first run loads the models: minutes on a busy 2-core machine
                     while True:
                         async with session.get(f"{server}/history/{pid}") as r:
                             h = await r.json()

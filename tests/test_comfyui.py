@@ -367,7 +367,7 @@ def test_real_frontend_shows_the_workflows_as_laid_out(server, comfy, tmp_path):
         (tmp_path / f"{name}.small.json").write_text(json.dumps(small_prompt(api_workflow(name))))
     script = Path(__file__).with_name("comfyui_frontend_check.py")
     r = subprocess.run([comfy["python"], str(script), server.url, chromium, str(harness.UI_DIR), str(tmp_path),
-                        ",".join(WORKFLOWS)], capture_output=True, text=True, timeout=1500)
+                        ",".join(WORKFLOWS)], capture_output=True, text=True, timeout=3600)
     results = [json.loads(ln[len("RESULT "):]) for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert r.returncode == 0 and len(results) == 3 * len(WORKFLOWS), (r.stdout[-2000:], r.stderr[-3000:])
     for res in results:
