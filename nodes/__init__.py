@@ -17,11 +17,13 @@ NODE_CLASS_MAPPINGS = {
     "InstructGIESampler": InstructGIESampler,
 }
 
+# Every name starts with the pack's, so searching the node list for "InstructGIE" finds all five
+# (and the node's own name still finds it: messages refer to "Visual Prompt Concatenate" etc.).
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "InstructGIEVMambaControlNetLoader": "VMamba ControlNet Loader",
-    "InstructGIEVisualPromptConcatenate": "Visual Prompt Concatenate",
-    "InstructGIEInstructionUnifier": "Instruction Unifier",
-    "InstructGIEFaceRegionMask": "Face-Region Mask",
+    "InstructGIEVMambaControlNetLoader": "InstructGIE VMamba ControlNet Loader",
+    "InstructGIEVisualPromptConcatenate": "InstructGIE Visual Prompt Concatenate",
+    "InstructGIEInstructionUnifier": "InstructGIE Instruction Unifier",
+    "InstructGIEFaceRegionMask": "InstructGIE Face-Region Mask",
     "InstructGIESampler": "InstructGIE Sampler",
 }
 

@@ -23,12 +23,17 @@ log = logging.getLogger("InstructGIE")
 
 
 def register_model_folder() -> None:
-    """Register ``models/instructgie`` with ComfyUI (a no-op outside ComfyUI)."""
+    """Register ``models/instructgie`` with ComfyUI and create it, so users see where files go
+    (a no-op outside ComfyUI; a read-only install only logs why the folder is missing)."""
     try:
         import folder_paths
     except ImportError:
         return
     path = os.path.join(folder_paths.models_dir, FOLDER)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        log.warning("InstructGIE: could not create %s (%s); put VMamba ControlNets in models/controlnet", path, e)
     folder_paths.add_model_folder_path(FOLDER, path, is_default=True)
     paths, exts = folder_paths.folder_names_and_paths[FOLDER]
     folder_paths.folder_names_and_paths[FOLDER] = (paths, set(exts) | {".safetensors"})

@@ -6,6 +6,9 @@ from ._common import CATEGORY
 
 NODE = "Face-Region Mask"
 MAX_GROW = 512
+#: Defaults of the node (and of the shipped workflows): a margin around the face, softened, so an
+#: edit or a re-edit through the mask blends in. The library's region_mask defaults stay 0.
+DEFAULT_DILATE = DEFAULT_FEATHER = 8
 
 
 #: Region names offered in the menu (gie_core.regions.ALIASES without plural duplicates); "face"
@@ -45,9 +48,9 @@ class FaceRegionMask:
                 "region": (region_choices(), {"tooltip": "Which region to mask."}),
                 "backend": (backend_choices(), {"tooltip": "The detector; 'auto' takes the best one installed "
                                                            "(the offline default needs nothing extra)."}),
-                "dilate": ("INT", {"default": 0, "min": 0, "max": MAX_GROW, "step": 1,
+                "dilate": ("INT", {"default": DEFAULT_DILATE, "min": 0, "max": MAX_GROW, "step": 1,
                                    "tooltip": "Grow the mask by this many pixels."}),
-                "feather": ("INT", {"default": 0, "min": 0, "max": MAX_GROW, "step": 1,
+                "feather": ("INT", {"default": DEFAULT_FEATHER, "min": 0, "max": MAX_GROW, "step": 1,
                                     "tooltip": "Soften the mask edge over this many pixels."}),
             },
             "optional": {
@@ -60,7 +63,8 @@ class FaceRegionMask:
             },
         }
 
-    def mask(self, image, region="face", backend="auto", dilate=0, feather=0, custom_region="", model_path=""):
+    def mask(self, image, region="face", backend="auto", dilate=DEFAULT_DILATE, feather=DEFAULT_FEATHER,
+             custom_region="", model_path=""):
         from gie_core import regions
 
         image = check_image(image, NODE, "image")

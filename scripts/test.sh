@@ -9,4 +9,6 @@ export TRITON_INTERPRET=${TRITON_INTERPRET:-1}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Lint gate: the rules are in pyproject.toml [tool.ruff].
 .venv/bin/ruff check --quiet .
-exec .venv/bin/python -m pytest -q "$@"
+# A real ComfyUI 0.8 (temporary copy + its own Python) for tests/test_comfyui.py; see the script.
+source scripts/comfyui_env.sh
+.venv/bin/python -m pytest -q "$@"

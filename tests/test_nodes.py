@@ -57,6 +57,23 @@ def test_pack_registers_five_nodes_without_importing_comfyui():
     assert leaked == []
 
 
+def test_display_names_say_which_pack_a_node_is_from():
+    """Searching ComfyUI's node list for the pack's name finds every node."""
+    assert all(name.startswith("InstructGIE ") for name in PACK.NODE_DISPLAY_NAME_MAPPINGS.values())
+
+
+def test_face_mask_defaults_are_what_the_shipped_workflows_use():
+    import json
+
+    inputs = FaceMask.INPUT_TYPES()["required"]
+    defaults = {k: inputs[k][1]["default"] for k in ("dilate", "feather")}
+    used = [{k: node["inputs"][k] for k in defaults}
+            for path in (ROOT / "api_workflows").glob("*_api.json") for node in json.loads(path.read_text()).values()
+            if node["class_type"] == "InstructGIEFaceRegionMask"]
+    assert len(used) >= 2 and all(u == defaults for u in used), (defaults, used)
+    assert defaults == {"dilate": 8, "feather": 8}
+
+
 @pytest.mark.parametrize("cls", [Concat, Unifier, FaceMask])
 def test_every_input_of_the_pure_nodes_has_a_tooltip(cls):
     spec = cls.INPUT_TYPES()
