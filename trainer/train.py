@@ -316,6 +316,10 @@ class Trainer:
         # Fixed by the model: a VMamba encoder fills its own input, a plain ControlNet gets it filled here.
         self.hint_fill = hint_target_fill_outside_model(self.controlnet)
         wdtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
+        if wdtype != torch.float32 and self.device.type == "cpu":
+            # CPU autocast leaves group_norm's parameters alone: half-precision frozen weights meet
+            # float32 activations there and fail. Frozen parts stay float32; matmuls still run in bf16.
+            wdtype = torch.float32
         self.weight_dtype = wdtype
         self.trained: dict[str, torch.nn.Module] = {"controlnet": self.controlnet}
         if cfg.train_unet:
