@@ -193,7 +193,7 @@ def test_sample_is_a_function_of_seed_and_index_and_matches_its_pairs():
     ds = InContextDataset(train, k=1, tile=64, seed=3)
     a, b, c = ds[5], ds[5], ds[6]
     assert torch.equal(a["grid"], b["grid"]) and a["instruction"] == b["instruction"]
-    assert not torch.equal(a["grid"], c["grid"])
+    assert any(not torch.equal(a["grid"], ds[i]["grid"]) for i in range(6, 10))  # small groups: some repeat
     # The hint equals the grid outside the target cell and is blank inside it.
     t = a["target_mask"].bool()
     assert torch.equal(a["hint"][:, ~t], a["grid"][:, ~t]) and float(a["hint"][:, t].abs().max()) == 0.0
@@ -229,3 +229,159 @@ def test_liu_merges_paraphrases_but_never_different_edits():
     assert len(with_liu) < len(without)  # paraphrases of one edit land in one group
     for g in with_liu:
         assert len({p.canonical for p in g.pairs}) == 1, (g.instruction, {p.canonical for p in g.pairs})
+
+
+# ----------------------------------------------------------------------------- SAM mask cache
+def test_sam_masks_are_computed_once_per_image_content_and_cached_on_disk(tmp_path, monkeypatch):
+    from gie_core import regions
+    from trainer.data.dataset import RegionMaskProvider
+    from trainer.data.formats import PairRecord
+
+    calls = []
+    real = regions.region_mask
+
+    def counting(images, **kw):
+        calls.append(tuple(images.shape))
+        return real(images, **kw)
+
+    monkeypatch.setattr(regions, "region_mask", counting)
+    face = synthetic.generate_pair("face", "smile", 0, size=64).after
+    other = synthetic.generate_pair("face", "smile", 1, size=64).after
+    rec = PairRecord("smile", face, face, "a")
+    p = RegionMaskProvider("face", cache_dir=str(tmp_path / "cache"))
+    m = p(rec, face)
+    assert m.shape == (64, 64) and len(calls) == 1
+    assert torch.equal(p(PairRecord("smile", face, face, "b"), face.copy()), m)  # same pixels, other record
+    assert len(calls) == 1 and p.stats["memory"] == 1
+    p(rec, other)
+    assert len(calls) == 2  # other pixels: computed
+    fresh = RegionMaskProvider("face", cache_dir=str(tmp_path / "cache"))  # another run, worker or process
+    assert torch.equal(fresh(rec, face), m) and len(calls) == 2 and fresh.stats["disk"] == 1
+    feathered = RegionMaskProvider("face", feather=4, cache_dir=str(tmp_path / "cache"))
+    feathered(rec, face)
+    assert len(calls) == 3  # every option is part of the key
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3
+
+
+# ----------------------------------------------------------------------------- InstructPix2Pix's layout, sources
+def _jpg(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path, quality=90)
+
+
+def _ip2p_release(root, with_seeds_json=True):
+    """A dataset built to tempt a sampler: four prompt folders of one edit (three seeds each), a fifth
+    whose *before* images are byte copies of folder p0's (another folder, the same source image),
+    a repeated pair in p1, and a second edit whose pairs all come from one prompt folder."""
+    seeds = []
+    for f in range(4):
+        name = f"p{f}"
+        (root / name).mkdir(parents=True)
+        (root / name / "prompt.json").write_text(json.dumps(
+            {"input": f"a photo {f}", "edit": "make it snowy", "output": f"a snowy photo {f}"}))
+        for s in range(3):
+            _jpg(root / name / f"{100 + s}_0.jpg", 10 * f + s)
+            _jpg(root / name / f"{100 + s}_1.jpg", 1000 + 10 * f + s)
+        seeds.append([name, [str(100 + s) for s in range(3)]])
+    copy = root / "copycat"
+    copy.mkdir()
+    (copy / "prompt.json").write_text(json.dumps({"input": "x", "edit": "Make it snowy.", "output": "y"}))
+    for s in range(2):
+        (copy / f"{7 + s}_0.jpg").write_bytes((root / "p0" / f"{100 + s}_0.jpg").read_bytes())
+        _jpg(copy / f"{7 + s}_1.jpg", 5000 + s)
+    seeds.append(["copycat", ["7", "8"]])
+    for ext in ("0", "1"):  # p1/103 repeats p1/100 byte for byte
+        (root / "p1" / f"103_{ext}.jpg").write_bytes((root / "p1" / f"100_{ext}.jpg").read_bytes())
+    seeds[1][1].append("103")
+    (root / "rain").mkdir()
+    (root / "rain" / "prompt.json").write_text(json.dumps({"input": "a", "edit": "make it rainy", "output": "b"}))
+    for s in range(4):
+        _jpg(root / "rain" / f"{s}_0.jpg", 9000 + s)
+        _jpg(root / "rain" / f"{s}_1.jpg", 9100 + s)
+    seeds.append(["rain", ["0", "1", "2", "3"]])
+    if with_seeds_json:
+        (root / "seeds.json").write_text(json.dumps(seeds))
+    return root
+
+
+@pytest.mark.parametrize("with_seeds_json", [True, False])
+def test_ip2p_released_folder_layout(tmp_path, with_seeds_json):
+    root = _ip2p_release(tmp_path / "ip2p", with_seeds_json)
+    recs = load_records(str(root))
+    assert len(recs) == 4 * 3 + 1 + 2 + 4
+    r = next(x for x in recs if x.key.endswith("p2/101"))
+    assert r.instruction == "make it snowy" and r.source == "ip2p:p2"
+    assert r.before_caption == "a photo 2" and r.after_caption == "a snowy photo 2"
+    assert str(r.before).endswith("p2/101_0.jpg") and str(r.after).endswith("p2/101_1.jpg")
+
+
+def test_no_sample_takes_an_example_from_its_querys_source(tmp_path):
+    from trainer.data.formats import content_hash
+
+    root = _ip2p_release(tmp_path / "ip2p")
+    train, _, rep = prepare_groups(str(root), liu=True, val_fraction=0.0, progress=False)
+    # "make it rainy" has one prompt folder: no query could get an example, so it is dropped.
+    assert len(train) == 1 and "snow" in train[0].instruction
+    assert rep.groups_single_source == 1 and rep.pairs_in_single_source_groups == 4
+    assert rep.duplicate_pairs_dropped == 1  # p1/103
+    # p0 and copycat share before images: one component; p1, p2, p3 one each.
+    assert rep.group_sizes == {"14": 1} and rep.sources_per_group == {"4": 1}
+    recs = {r.key: r for r in load_records(str(root))}
+    before = {k: content_hash(r.before) for k, r in recs.items()}
+
+    def clashes(ds):
+        n = 0
+        for i in range(300):
+            *examples, query = ds[i]["pair_keys"]
+            for e in examples:
+                n += recs[e].source == recs[query].source or before[e] == before[query]
+        return n
+
+    assert clashes(InContextDataset(train, k=2, tile=64, seed=1)) == 0
+    # The data does tempt: without the constraint, samples do take examples from their query's source.
+    loose, _, _ = prepare_groups(str(root), liu=True, val_fraction=0.0, progress=False, dedupe="none")
+    assert clashes(InContextDataset(loose, k=2, tile=64, seed=1)) > 20
+    data_report = rep.to_dict()
+    assert json.loads(json.dumps(data_report)) == data_report
+    assert "pairs per group: min 14, median 14, max 14 (1 groups)" in rep.summary()
+
+
+def test_dedupe_by_source_only_reads_no_image(tmp_path, monkeypatch):
+    import trainer.data.dataset as dataset_module
+
+    def no_reading(ref):
+        raise AssertionError("dedupe=source must not hash images")
+
+    monkeypatch.setattr(dataset_module, "content_hash", no_reading)
+    root = _ip2p_release(tmp_path / "ip2p")
+    train, _, rep = prepare_groups(str(root), liu=True, val_fraction=0.0, verify="none", dedupe="source",
+                                   progress=False)
+    assert rep.sources_per_group == {"5": 1}  # copycat counts as its own source by folder alone
+    with pytest.raises(ValueError, match="dedupe: expected hash, source or none"):
+        prepare_groups(str(root), dedupe="pixels", progress=False)
+
+
+def test_parquet_rows_stream_one_column_of_a_few_row_groups(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainer.data.formats import LazyCell, _ParquetRows
+
+    def png(seed):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((20, 20, 3), seed, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    n = 20
+    table = pa.table({"edit_prompt": ["flip"] * n, "original_image": [png(i) for i in range(n)],
+                      "edited_image": [png(100 + i) for i in range(n)]})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=2)
+    recs = load_ip2p(tmp_path / "d.parquet")
+    rows = recs[0].before.reader.rows
+    assert isinstance(rows, _ParquetRows) and isinstance(recs[0].before, LazyCell)
+    for r in recs:  # every row group, both image columns
+        assert load_image(r.before).getpixel((0, 0))[0] == int(r.key.split("#")[1])
+        load_image(r.after)
+        assert len(rows._cache) <= _ParquetRows.ROW_GROUP_CACHE
+    assert all(chunk.type == pa.binary() for chunk in rows._cache.values())  # one column each

@@ -351,3 +351,51 @@ def test_weights_and_checkpoints_follow_the_umask(tmp_path):
             assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
     finally:
         os.umask(old)
+
+
+# ----------------------------------------------------------------------------- SAM that cannot vanish
+@pytest.mark.parametrize("args,expected", [
+    (["--sam-backend", "mask2former"], "needs model=<local folder>"),
+    (["--sam-model", "/nowhere/m2f"], "sam_model='/nowhere/m2f': no such folder"),
+    (["--sam-region", "hair"], "region 'hair' needs a model folder"),
+    (["--sam-backend", "segformer3000"], "backend: expected one of"),
+])
+def test_sam_that_cannot_work_stops_the_run_at_start_up(tmp_path, capsys, args, expected):
+    out = tmp_path / "o"
+    rc = cli_main(["--preset", "tiny_debug", "--output-dir", str(out), "--no-progress", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and expected in err[0] and "--no-sam" in err[0], err
+    assert not (out / "data_report.json").exists()  # before the data is read, let alone a step
+
+
+def test_sam_with_a_broken_model_folder_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "m2f"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    rc = cli_main(["--preset", "tiny_debug", "--output-dir", str(tmp_path / "o"), "--no-progress",
+                   "--sam-model", str(bad), "--sam-region", "person"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot be used" in err[0] and str(bad) in err[0], err
+
+
+@pytest.mark.parametrize("kind", ["mask2former", "face_parsing"])
+def test_sam_from_a_local_segmentation_model_folder(tmp_path, kind):
+    # Tiny random models biased so that one label covers every pixel: the SAM mask is then the whole
+    # target cell, so SAM equals the LDM term on it (the same MSE, the same weights).
+    from gie_core.regions.tiny import save_tiny_face_parser, save_tiny_mask2former
+
+    folder = tmp_path / kind
+    if kind == "mask2former":
+        save_tiny_mask2former(folder, favour="person")
+        region = "person"
+    else:
+        save_tiny_face_parser(folder, favour="hair")
+        region = "hair"
+    tr = Trainer(_cfg(tmp_path, data="synthetic:pairs=4,size=64,families=flip+invert", sam_backend=kind,
+                      sam_model=str(folder), sam_region=region, esm=False)).setup()
+    batch = tr.collate([tr.train_set[i] for i in range(2)])
+    assert torch.equal(batch["region_mask"], batch["target_mask"])
+    losses = tr.compute_losses(batch, step_generator(0, 0), timesteps=torch.tensor([100, 500]))
+    assert losses["sam"].item() == pytest.approx(losses["ldm"].item(), rel=1e-5)
+    st = tr.region_masks.stats
+    assert st["computed"] >= 1 and st["computed"] + st["memory"] + st["disk"] == 2 and st["with_region"] >= 1

@@ -21,8 +21,9 @@ class TrainConfig:
     """All training options. ``help`` metadata doubles as the ``--help`` text."""
 
     # --- data
-    data: str = field(default="synthetic:pairs=16,size=64", metadata={"help": "dataset: a folder with metadata.jsonl, InstructPix2Pix parquet files / a datasets save_to_disk folder, or 'synthetic:pairs=N,size=S,seed=K,families=a+b,held_out=c+d'"})
-    data_format: str = field(default="auto", metadata={"help": "auto | folder | ip2p | synthetic"})
+    data: str = field(default="synthetic:pairs=16,size=64", metadata={"help": "dataset: a folder with metadata.jsonl, InstructPix2Pix's released folder (prompt folders with prompt.json), InstructPix2Pix parquet files / a datasets save_to_disk folder, or 'synthetic:pairs=N,size=S,seed=K,families=a+b,held_out=c+d'"})
+    data_format: str = field(default="auto", metadata={"help": "auto | folder | ip2p (parquet / save_to_disk) | ip2p_folders (InstructPix2Pix's released prompt folders) | synthetic"})
+    dedupe: str = field(default="hash", metadata={"help": "what keeps a sample's examples and query apart: hash (same source or same before image by content hash; repeated pairs dropped; reads every image once) | source (only source fields, e.g. InstructPix2Pix prompt folders) | none"})
     liu: bool = field(default=True, metadata={"help": "unify instructions (LIU); --no-liu for the ablation"})
     liu_backend: str = field(default="rules", metadata={"help": "gie_core.instruction backend"})
     k_examples: int = field(default=1, metadata={"help": "example pairs per visual prompt"})
@@ -65,9 +66,10 @@ class TrainConfig:
     clip_model: str = field(default="", metadata={"help": "local CLIP vision model folder (transformers) for ESM"})
     sam: bool = field(default=True, metadata={"help": "selective area matching loss; --no-sam for the ablation"})
     lambda_sam: float = field(default=0.5, metadata={"help": "weight of L_sam"})
-    sam_region: str = field(default="face", metadata={"help": "gie_core.regions region for SAM masks"})
-    sam_backend: str = field(default="auto", metadata={"help": "gie_core.regions backend"})
-    mask_cache_dir: str = field(default="", metadata={"help": "folder caching region masks per image file (default: OUTPUT/mask_cache)"})
+    sam_region: str = field(default="face", metadata={"help": "SAM region (gie_core.regions): face, hair, skin, person, label:<name>, or a combination face+hair"})
+    sam_backend: str = field(default="auto", metadata={"help": "SAM region detector: auto (haar for faces without a model, else from --sam-model's config) | haar | mask2former | face_parsing"})
+    sam_model: str = field(default="", metadata={"help": "local Mask2Former or face-parsing (SegFormer) model folder for SAM masks"})
+    mask_cache_dir: str = field(default="", metadata={"help": "folder caching SAM masks by image content (default: OUTPUT/mask_cache; share one between runs)"})
 
     # --- optimisation
     learning_rate: float = field(default=1e-5, metadata={"help": "peak learning rate"})
@@ -130,6 +132,7 @@ class TrainConfig:
             (self.esm_decode in ("vae", "latent"), "esm_decode", "vae or latent"),
             (self.mixed_precision in ("no", "fp16", "bf16"), "mixed_precision", "no, fp16 or bf16"),
             (self.resize in ("crop", "fit", "stretch"), "resize", "crop, fit or stretch"),
+            (self.dedupe in ("hash", "source", "none"), "dedupe", "hash, source or none"),
             (self.hint_target_fill in ("blank", "query"), "hint_target_fill", "blank or query"),
             (self.prediction_type in ("", "epsilon", "v_prediction", "sample"), "prediction_type",
              "empty, epsilon, v_prediction or sample"),

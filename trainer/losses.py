@@ -17,6 +17,8 @@ selective area matching (SAM).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -103,20 +105,30 @@ def esm_loss(pred_emb: torch.Tensor, query_before_emb: torch.Tensor, ex_after_em
     return (loss * w).sum() / w.sum().clamp_min(1e-8)
 
 
-def fit_latent_to_rgb(latents: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_latent_to_rgb(latents: torch.Tensor, images: torch.Tensor,
+                      all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares linear map from latent channels to RGB at latent resolution.
 
     ``latents`` ``[B,C,h,w]``, ``images`` ``[B,3,H,W]`` in 0..1 (area-averaged to ``h×w``). Returns
     ``(W [3,C], b [3])``. Fitted per batch on the clean grid, it is the low-memory stand-in for the
-    VAE decoder (the same idea as ComfyUI's latent previews, without hard-coded factors)."""
+    VAE decoder (the same idea as ComfyUI's latent previews, without hard-coded factors).
+    ``all_reduce_sum``: sums a tensor over processes, so that every process fits the same map on
+    the global batch (its normal equations are sums over pixels)."""
     with torch.no_grad():
         img = F.adaptive_avg_pool2d(images.float(), latents.shape[-2:])
         x = latents.float().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
         y = img.permute(0, 2, 3, 1).reshape(-1, 3)
-        x1 = torch.cat([x, torch.ones_like(x[:, :1])], 1)
+        # float64: the solve amplifies rounding in the normal equations by their condition number,
+        # and processes summing partial equations must land on the same map as one process.
+        x1 = torch.cat([x, torch.ones_like(x[:, :1])], 1).double()
+        normal = torch.cat([x1.T @ x1, x1.T @ y.double()], 1)  # [C+1, C+1+3]
+        if all_reduce_sum is not None:
+            normal = all_reduce_sum(normal)
+        xtx, xty = normal[:, :x1.shape[1]], normal[:, x1.shape[1]:]
         # Small ridge term: a handful of latents may be nearly collinear.
-        a = x1.T @ x1 + 1e-4 * torch.eye(x1.shape[1], device=x1.device)
-        sol = torch.linalg.solve(a, x1.T @ y)  # [C+1, 3]
+        sol = torch.linalg.solve(xtx + 1e-4 * torch.eye(x1.shape[1], device=x1.device, dtype=xtx.dtype), xty)
+        sol = sol.float()  # [C+1, 3]
     return sol[:-1].T.contiguous(), sol[-1].contiguous()
 
 

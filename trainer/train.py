@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -223,6 +224,16 @@ class StepSampler(torch.utils.data.Sampler):
         return max(0, self.end - self.start) * self.a * self.b
 
 
+def _launched_without_accelerators() -> bool:
+    """A multi-process launch (torchrun / accelerate launch --multi_gpu) on a machine without GPUs:
+    accelerate must be told it is on the CPU, or it sees no distribution at all and every process
+    trains on its own (gloo is then the backend)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    xpu = getattr(torch, "xpu", None)
+    return not torch.cuda.is_available() and not (xpu is not None and xpu.is_available())
+
+
 class _StopSignals:
     """While active, SIGINT and SIGTERM only set ``received`` (the signal number); the training loop
     checkpoints and stops after the current step. A second signal gets the previous handler, so a
@@ -254,15 +265,25 @@ class _StopSignals:
 class Trainer:
     """Holds models, data and optimizer; :meth:`train` runs the loop (see the module docstring)."""
 
-    def __init__(self, cfg: TrainConfig, accelerator=None, on_step: Callable[[int, dict], None] | None = None):
+    def __init__(self, cfg: TrainConfig, accelerator=None, on_step: Callable[[int, dict], None] | None = None,
+                 datasets: tuple | None = None):
         self.cfg = cfg.validate()
         self.on_step = on_step
+        self._datasets = datasets  # (train_set, val_set) from another source; see build_datasets
         self.out = Path(cfg.output_dir)
         if accelerator is None:
             from accelerate import Accelerator
 
             accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with="tensorboard",
-                                      project_dir=str(self.out / "logs"))
+                                      project_dir=str(self.out / "logs"), cpu=_launched_without_accelerators())
+        if str(accelerator.distributed_type).split(".")[-1] in ("DEEPSPEED", "FSDP"):
+            # Their optimizer state is sharded; this trainer's pickle-free checkpoints hold it whole.
+            raise ValueError(f"{accelerator.distributed_type}: not supported (checkpoints hold the whole optimizer "
+                             "state); use DDP: trainer/launch/*.yaml, sized in docs/trainer.md")
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != accelerator.num_processes:  # each process would train alone on the full batch
+            raise ValueError(f"launched as {launched} processes but accelerate runs {accelerator.num_processes}: "
+                             "start multi-process runs with accelerate launch (see docs/trainer.md)")
         self.acc = accelerator
         self.device = accelerator.device
         self.history: list[dict] = []
@@ -272,10 +293,19 @@ class Trainer:
         cfg, acc = self.cfg, self.acc
         resume_from = ckpt.resolve(cfg.resume, self.out)  # a bad --resume fails before anything loads
         self.out.mkdir(parents=True, exist_ok=True)
-        from .data.dataset import collate
+        from .data import incontext
+        from .data.dataset import RegionMaskProvider, collate
 
+        masks = None
+        # Procedural in-context edits carry their own edit-region masks; other data gets a detector's.
+        if cfg.sam and cfg.lambda_sam > 0 and not incontext.is_incontext_spec(cfg.data):
+            masks = RegionMaskProvider(cfg.sam_region, cfg.sam_backend, cfg.sam_model or None,
+                                       cache_dir=cfg.mask_cache_dir or str(self.out / "mask_cache"))
+            masks.check()  # a detector that cannot work stops the run here, not as SAM ≡ 0 later
+            log.info("SAM masks: %s, cached in %s", masks.describe(), masks.cache_dir)
+        self.region_masks = masks
         self.collate = collate
-        self._setup_data()
+        self.train_set, self.val_set = self.build_datasets(masks)
         if acc.is_main_process:
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
             (self.out / "data_report.json").write_text(json.dumps(self.report.to_dict(), indent=1))
@@ -288,6 +318,10 @@ class Trainer:
         # encoder fills its own input).
         self.control_spec = control_input.spec_for(self.controlnet)
         wdtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
+        if wdtype != torch.float32 and self.device.type == "cpu":
+            # CPU autocast leaves group_norm's parameters alone: half-precision frozen weights meet
+            # float32 activations there and fail. Frozen parts stay float32; matmuls still run in bf16.
+            wdtype = torch.float32
         self.weight_dtype = wdtype
         self.trained: dict[str, torch.nn.Module] = {"controlnet": self.controlnet}
         if cfg.train_unet:
@@ -306,7 +340,9 @@ class Trainer:
                 sd.vae.enable_gradient_checkpointing()
         self.esm_embedder = None
         if cfg.esm and cfg.lambda_esm > 0:
-            self.esm_embedder = load_esm_embedder(cfg.esm_embedder, cfg.clip_model, cfg.base_model).to(self.device)
+            # Frozen, like the UNet: in the training precision (a CLIP ViT-L in fp32 would double its cost).
+            self.esm_embedder = load_esm_embedder(cfg.esm_embedder, cfg.clip_model, cfg.base_model).to(
+                self.device, dtype=wdtype)
             log.info("ESM embedder: %s", type(self.esm_embedder).__name__)
 
         params = [p for m in self.trained.values() for p in m.parameters() if p.requires_grad]
@@ -346,32 +382,35 @@ class Trainer:
             ckpt.trim_jsonl(self.out / "losses.jsonl", self.start_step)
         return self
 
-    def _setup_data(self):
-        """``train_set``/``val_set`` (and ``report``): procedural in-context edits for an
-        ``incontext:`` spec, else pairs grouped by instruction."""
-        cfg, acc = self.cfg, self.acc
+    def build_datasets(self, region_masks=None):
+        """``(train_set, val_set)``: map-style datasets whose item ``i`` is a dict like
+        :class:`~trainer.data.dataset.InContextDataset`'s (``grid``, ``hint``, ``target_mask``,
+        ``region_mask``, ``instruction``, ``family``, ``index``) and depends only on ``i``. Sets
+        ``self.report`` (a DataReport). Datasets given to the constructor (``datasets=``) are used as
+        they are; override this for another source."""
         from .data import incontext
-        from .data.dataset import DataReport, InContextDataset, RegionMaskProvider, prepare_groups, unify_instructions
+        from .data.dataset import DataReport, InContextDataset, prepare_groups, unify_instructions
 
-        if incontext.is_incontext_spec(cfg.data):
+        cfg = self.cfg
+        if self._datasets is not None:
+            self.train_groups, self.val_groups, self.report = [], [], DataReport()
+            return self._datasets
+        if incontext.is_incontext_spec(cfg.data):  # procedural in-context edits, drawn fresh per index
+            self.train_groups, self.val_groups, self.report = [], [], DataReport()
             unify = lambda text: unify_instructions([text], cfg.liu, cfg.liu_backend)[0]  # noqa: E731
-            self.train_set = incontext.InContextEditDataset(cfg.data, cfg.k_examples, cfg.tile, cfg.seed, unify,
-                                                            resize=cfg.resize)
-            self.val_set = incontext.InContextEditDataset(cfg.data, cfg.k_examples, cfg.tile, cfg.seed + 1, unify,
-                                                          resize=cfg.resize)
-            self.train_groups = self.val_groups = []
-            self.report = DataReport()
-            return
+            return (incontext.InContextEditDataset(cfg.data, cfg.k_examples, cfg.tile, cfg.seed, unify,
+                                                   resize=cfg.resize),
+                    incontext.InContextEditDataset(cfg.data, cfg.k_examples, cfg.tile, cfg.seed + 1, unify,
+                                                   resize=cfg.resize))
         self.train_groups, self.val_groups, self.report = prepare_groups(
             cfg.data, fmt=cfg.data_format, liu=cfg.liu, liu_backend=cfg.liu_backend, val_fraction=cfg.val_fraction,
             seed=cfg.seed, min_side=cfg.min_side, verify=cfg.verify, include_unseen=cfg.include_unseen,
-            progress=cfg.progress and acc.is_main_process)
-        masks = RegionMaskProvider(cfg.sam_region, cfg.sam_backend,
-                                   cache_dir=cfg.mask_cache_dir or str(self.out / "mask_cache")) if cfg.sam else None
-        self.train_set = InContextDataset(self.train_groups, cfg.k_examples, cfg.tile, cfg.seed,
-                                          resize=cfg.resize, region_masks=masks, min_side=cfg.min_side)
-        self.val_set = InContextDataset(self.val_groups or self.train_groups, cfg.k_examples, cfg.tile,
-                                        cfg.seed + 1, resize=cfg.resize, region_masks=masks, min_side=cfg.min_side)
+            progress=cfg.progress and self.acc.is_main_process, dedupe=cfg.dedupe)
+        train = InContextDataset(self.train_groups, cfg.k_examples, cfg.tile, cfg.seed, resize=cfg.resize,
+                                 region_masks=region_masks, min_side=cfg.min_side)
+        val = InContextDataset(self.val_groups or self.train_groups, cfg.k_examples, cfg.tile, cfg.seed + 1,
+                               resize=cfg.resize, region_masks=region_masks, min_side=cfg.min_side)
+        return train, val
 
     def _make_optimizer(self, params):
         cfg = self.cfg
@@ -516,7 +555,10 @@ class Trainer:
             out["sam"] = self._global_sam(pred, target, rmask)
             total = total + cfg.lambda_sam * out["sam"]
         if self.esm_embedder is not None:
-            out["esm"] = self._esm(grid, latents, noisy, pred, t)
+            rgb_map = None
+            if cfg.esm_decode == "latent":  # fitted by every process on the global batch (a collective)
+                rgb_map = fit_latent_to_rgb(latents, grid, self._all_reduce_sum if self.acc.num_processes > 1 else None)
+            out["esm"] = self._esm(grid, latents, noisy, pred, t, rgb_map)
             total = total + cfg.lambda_esm * out["esm"]
         out["total"] = total
         return out
@@ -538,7 +580,10 @@ class Trainer:
         return GridLayout(tile=self.cfg.tile, num_examples=self.cfg.k_examples, resize=self.cfg.resize,
                           placements=[]).cells
 
-    def _esm(self, grid, latents, noisy, pred, t) -> torch.Tensor:
+    def _all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
+        return self.acc.reduce(x.contiguous().clone(), reduction="sum")
+
+    def _esm(self, grid, latents, noisy, pred, t, rgb_map=None) -> torch.Tensor:
         cfg, sd, f = self.cfg, self.sd, self.vae_factor
         sel = (t < cfg.esm_max_timestep).nonzero().flatten()
         if sel.numel() == 0:
@@ -560,7 +605,7 @@ class Trainer:
                 img = sd.vae.decode((z / sd.vae.config.scaling_factor).to(vae_dtype)).sample.float()
                 return ((img + 1) / 2).clamp(0, 1)
         else:
-            W, bias = fit_latent_to_rgb(latents, grid)
+            W, bias = rgb_map if rgb_map is not None else fit_latent_to_rgb(latents, grid)
 
             def decode(z):
                 return latent_to_rgb(z, W, bias)
@@ -659,7 +704,8 @@ class Trainer:
         acc.end_training()
         return {"steps": step, "stopped_early": stopped_early, "interrupted": interrupted, "history": self.history,
                 "export": export, "data": self.report.to_dict(),
-                "bad_images_during_training": sorted(self.train_set.bad)}
+                "bad_images_during_training": sorted(getattr(self.train_set, "bad", ())),
+                "sam_masks": dict(self.region_masks.stats) if self.region_masks is not None else None}
 
     def _global_means(self, accum: dict[str, torch.Tensor]) -> dict[str, float]:
         """This step's loss terms averaged over all processes (the global batch's losses)."""

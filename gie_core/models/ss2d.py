@@ -70,12 +70,16 @@ class SS2D(nn.Module):
         d_conv: depthwise conv kernel size (3).
         conv_bias / gate: override the variant's conv bias and z gate.
         scan_backend: passed to :func:`gie_core.ops.selective_scan` (``"auto"`` picks the fastest).
+        check_finite: let the scan check its inputs and output for NaN/inf (debugging; off by
+            default: the check waits for the GPU on every call, and this is the hot path — the
+            trainer checks its loss and the hint encoder its input). Also settable later as
+            ``module.check_finite``.
     """
 
     def __init__(self, dim: int, variant: str = "v05_noz", d_state: int | None = None,
                  ssm_ratio: float | None = None, dt_rank: int | None = None, d_conv: int = 3,
                  conv_bias: bool | None = None, gate: bool | None = None, dt_min: float = 1e-3,
-                 dt_max: float = 0.1, scan_backend: str = "auto"):
+                 dt_max: float = 0.1, scan_backend: str = "auto", check_finite: bool = False):
         super().__init__()
         if variant not in VARIANT_DEFAULTS:
             raise ValueError(f"SS2D: variant must be one of {SS2D_VARIANTS}, got {variant!r}")
@@ -89,6 +93,7 @@ class SS2D(nn.Module):
         self.gate = bool(defaults["gate"] if gate is None else gate)
         conv_bias = bool(defaults["conv_bias"] if conv_bias is None else conv_bias)
         self.scan_backend = scan_backend
+        self.check_finite = bool(check_finite)
         if min(self.dim, self.d_state, self.d_inner, self.dt_rank) < 1:
             raise ValueError(f"SS2D: dim, d_state, d_inner and dt_rank must be >= 1, got dim={self.dim}, "
                              f"d_state={self.d_state}, d_inner={self.d_inner}, dt_rank={self.dt_rank}")
@@ -132,6 +137,7 @@ class SS2D(nn.Module):
             delta_bias=self.dt_projs_bias.reshape(-1).float(),
             delta_softplus=True,
             backend=self.scan_backend,
+            check_finite=self.check_finite,
         )
         y = cross_merge(y.reshape(b, K, d, L), h, w)                          # (B, D, L)
         y = y.transpose(1, 2).reshape(b, h, w, d)

@@ -8,12 +8,16 @@ for anything missing, corrupt or too small; the dataset skips and counts those.
 Formats
 - ``folder``: a directory with ``metadata.jsonl``; rows ``{"instruction", "before", "after"}`` with
   image paths relative to the folder (optional ``family``, ``seen``, ``mask``, ``canonical``,
-  ``group`` — an edit id shared by the pairs of one edit).
+  ``group`` — an edit id shared by the pairs of one edit, ``source``, ``before_caption``,
+  ``after_caption``).
 - ``ip2p``: InstructPix2Pix's layout: parquet files, or a folder saved by ``datasets``'
   ``save_to_disk``, with columns ``original_image`` / ``edited_image`` / ``edit_prompt`` (aliases
   ``input``/``input_image``/``before``, ``output``/``output_image``/``after``,
   ``instruction``/``prompt``). Image cells may be ``{"bytes", "path"}`` structs (the ``datasets``
   Image feature), raw bytes or paths.
+- ``ip2p_folders``: InstructPix2Pix's released layout: a folder per prompt holding ``prompt.json``
+  (``edit``, and the captions ``input``/``output``) and ``<seed>_0.jpg`` / ``<seed>_1.jpg`` pairs,
+  with an optional ``seeds.json`` (``[[folder, [seed, ...]], ...]``) at the top.
 - ``synthetic``: the procedural generator (``trainer.data.synthetic``), in memory.
 """
 from __future__ import annotations
@@ -73,6 +77,9 @@ class PairRecord:
     # edit parameters, however generic the instruction). Evaluation groups by it before falling back
     # to the canonical or unified instruction.
     group: str | None = None
+    # Where the pair comes from (InstructPix2Pix: its prompt folder). Pairs of one source are never
+    # example and query of one sample; None: only the images' content hashes decide.
+    source: str | None = None
 
 
 def describe(ref: Any) -> str:
@@ -153,7 +160,7 @@ def load_folder(folder: str | Path) -> list[PairRecord]:
         records.append(PairRecord(
             instr, folder / before, folder / after, f"{meta}:{n}", row.get("family"), row.get("seen"),
             folder / mask if mask else None, row.get("canonical"), row.get("before_caption"),
-            row.get("after_caption"), row.get("group")))
+            row.get("after_caption"), group=row.get("group"), source=row.get("source")))
     return records
 
 
@@ -166,7 +173,9 @@ def _pick(columns: Sequence[str], choices: Sequence[str], what: str, where: str)
 
 
 class _ParquetRows:
-    """Row access to one parquet file, reading (and caching) one row group at a time."""
+    """Row access to one parquet file, reading one column of one row group at a time."""
+
+    ROW_GROUP_CACHE = 4
 
     def __init__(self, path: Path):
         import pyarrow.parquet as pq
@@ -179,7 +188,7 @@ class _ParquetRows:
             self.starts.append(s)
             s += meta.row_group(g).num_rows
         self.num_rows = s
-        self._cache: tuple[int, Any] | None = None
+        self._cache: dict[tuple[int, str], Any] | None = None
 
     def __getstate__(self):  # DataLoader workers re-open the file
         return {**self.__dict__, "_file": None, "_cache": None}
@@ -190,11 +199,20 @@ class _ParquetRows:
         import pyarrow.parquet as pq
 
         g = bisect.bisect_right(self.starts, row) - 1
-        if self._cache is None or self._cache[0] != g:
+        if self._cache is None:
+            self._cache = {}
+        key = (g, column)
+        chunk = self._cache.pop(key, None)
+        if chunk is None:
             if self._file is None:
                 self._file = pq.ParquetFile(self.path)
-            self._cache = (g, self._file.read_row_group(g))
-        return self._cache[1].column(column)[row - self.starts[g]].as_py()
+            # One column of one row group: a dataset far larger than memory streams through a few
+            # of them (the cache keeps the ROW_GROUP_CACHE most recent).
+            chunk = self._file.read_row_group(g, columns=[column]).column(0)
+            while len(self._cache) >= self.ROW_GROUP_CACHE:
+                self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = chunk  # re-inserted: most recent last
+        return chunk[row - self.starts[g]].as_py()
 
 
 class _ArrowRows:
@@ -255,10 +273,14 @@ def _records_from_rows(rows, columns: Sequence[str], num_rows: int, name: str, b
         if not isinstance(instr, str) or not instr.strip():
             log.warning("%s row %d skipped: empty instruction", name, r)
             continue
+        before_caption = captions[0][r] if captions else None
+        # InstructPix2Pix's export has one row per (prompt, seed): rows sharing the input caption
+        # come from one prompt folder, so they count as one source.
+        source = f"caption:{before_caption}" if isinstance(before_caption, str) and before_caption else None
         out.append(PairRecord(instr, LazyCell(_CellReader(rows, c_b), r, f"{name}[{r}].{c_b}", base),
                               LazyCell(_CellReader(rows, c_a), r, f"{name}[{r}].{c_a}", base),
-                              f"{name}#{r}", before_caption=captions[0][r] if captions else None,
-                              after_caption=captions[1][r] if captions else None))
+                              f"{name}#{r}", before_caption=before_caption,
+                              after_caption=captions[1][r] if captions else None, source=source))
     return out
 
 
@@ -295,6 +317,101 @@ def load_ip2p(source: str | Path) -> list[PairRecord]:
                 _captions(read, cols, AFTER_CAPTION_COLUMNS, rows.num_rows))
         records += _records_from_rows(rows, cols, rows.num_rows, str(f), f.parent, read(c_ins), caps)
     return records
+
+
+# --------------------------------------------------------------------------- InstructPix2Pix's release
+def is_ip2p_folders(folder: str | Path) -> bool:
+    """Whether ``folder`` looks like InstructPix2Pix's released layout (seeds.json, or prompt folders)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    if (folder / "seeds.json").is_file():
+        return True
+    for sub in sorted(folder.iterdir())[:16]:
+        if sub.is_dir() and (sub / "prompt.json").is_file():
+            return True
+    return False
+
+
+def _ip2p_seeds(folder: Path) -> list[tuple[str, list[str]]]:
+    if (folder / "seeds.json").is_file():
+        try:
+            seeds = json.loads((folder / "seeds.json").read_text())
+            return [(str(name), [str(s) for s in ss]) for name, ss in seeds]
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{folder / 'seeds.json'}: expected [[prompt folder, [seed, ...]], ...] ({e})") from None
+    out = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        seeds = sorted(p.name[:-len("_0.jpg")] for p in sub.glob("*_0.jpg"))
+        if seeds:
+            out.append((sub.name, seeds))
+    return out
+
+
+def load_ip2p_folders(folder: str | Path) -> list[PairRecord]:
+    """Records of InstructPix2Pix's released dataset layout (see the module docstring). Every pair
+    of a prompt folder gets the source ``ip2p:<folder>``: its seeds are one prompt drawn several
+    times, so one must never serve as the example for another."""
+    folder = Path(folder)
+    records: list[PairRecord] = []
+    for name, seeds in _ip2p_seeds(folder):
+        sub = folder / name
+        try:
+            prompt = json.loads((sub / "prompt.json").read_text(encoding="utf-8"))
+            edit = prompt["edit"]
+            if not isinstance(edit, str) or not edit.strip():
+                raise ValueError("empty edit")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("%s skipped: prompt.json unusable (%s; expected {\"edit\", \"input\", \"output\"})", sub, e)
+            continue
+        for seed in seeds:
+            records.append(PairRecord(edit, sub / f"{seed}_0.jpg", sub / f"{seed}_1.jpg", f"{sub}/{seed}",
+                                      before_caption=prompt.get("input"), after_caption=prompt.get("output"),
+                                      source=f"ip2p:{name}"))
+    return records
+
+
+def content_hash(ref: Any) -> str:
+    """A hash of an image reference's *stored* content: the encoded file bytes (paths, bytes,
+    datasets Image structs, table cells) or the pixels (in-memory images). Equal files hash equal
+    wherever they live; nothing is decoded. Raises BadImage when the content cannot be read."""
+    import hashlib
+
+    if isinstance(ref, LazyCell):
+        return content_hash(_resolve_cell(ref.get(), ref.base))
+    h = hashlib.sha1()
+    if isinstance(ref, Image.Image):
+        h.update(f"{ref.mode}{ref.size}".encode())
+        h.update(ref.tobytes())
+    elif isinstance(ref, (bytes, bytearray, memoryview)):
+        h.update(bytes(ref))
+    elif isinstance(ref, (str, Path)):
+        try:
+            with open(ref, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as e:
+            raise BadImage(f"{ref}: unreadable ({e})") from None
+    elif isinstance(ref, dict):
+        return content_hash(_resolve_cell(ref, None))
+    else:
+        raise BadImage(f"unsupported image reference of type {type(ref).__name__}")
+    return h.hexdigest()
+
+
+def _resolve_cell(value: Any, base: Path | None) -> Any:
+    """A table cell as bytes or a path (datasets' Image struct: bytes first, then a path)."""
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        if value.get("path"):
+            return _resolve_cell(value["path"], base)
+        raise BadImage("image cell has neither bytes nor path")
+    if isinstance(value, (str, Path)) and base is not None and not Path(value).is_absolute():
+        return base / value
+    if value is None:
+        raise BadImage("no image (empty cell)")
+    return value
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -335,15 +452,20 @@ def parse_synthetic_spec(spec: str) -> dict:
 
 def load_records(source: str | Path, fmt: str = "auto") -> list[PairRecord]:
     """Records from ``source``: a folder with metadata.jsonl, InstructPix2Pix parquet/arrow data or
-    a ``synthetic:...`` spec. ``fmt``: ``auto``, ``folder``, ``ip2p`` or ``synthetic``."""
+    its released folder layout, or a ``synthetic:...`` spec. ``fmt``: ``auto``, ``folder``,
+    ``ip2p``, ``ip2p_folders`` or ``synthetic``."""
     s = str(source)
     if fmt == "synthetic" or (fmt == "auto" and s.startswith("synthetic")):
         return load_synthetic(**parse_synthetic_spec(s))
     p = Path(s)
     if fmt == "folder" or (fmt == "auto" and (p / "metadata.jsonl").is_file()):
         return load_folder(p)
+    if fmt == "ip2p_folders" or (fmt == "auto" and is_ip2p_folders(p)):
+        if not p.is_dir():
+            raise ValueError(f"dataset {s!r}: expected InstructPix2Pix's folder layout (prompt folders)")
+        return load_ip2p_folders(p)
     if fmt in ("ip2p", "auto"):
         if fmt == "auto" and not p.exists():
             raise ValueError(f"dataset {s!r}: no such file or folder (nor a 'synthetic:' spec)")
         return load_ip2p(p)
-    raise ValueError(f"dataset format {fmt!r}: expected auto, folder, ip2p or synthetic")
+    raise ValueError(f"dataset format {fmt!r}: expected auto, folder, ip2p, ip2p_folders or synthetic")
