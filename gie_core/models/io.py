@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from ..model_files import VMAMBA_FORMAT as FORMAT_NAME
 from .configs import BASE_KEYS, base_family
 
-FORMAT_NAME = "instructgie-vmamba-controlnet"
 FORMAT_VERSION = 1
 HINT_PREFIX = "controlnet_cond_embedding."
 
