@@ -1,6 +1,8 @@
 """Instruction Unifier: paraphrased instruction -> canonical instruction (LIU), optionally encoded."""
 from __future__ import annotations
 
+from typing import Any
+
 from ._checks import check_choice, fail
 from ._common import CATEGORY
 
@@ -67,7 +69,7 @@ class InstructionUnifier:
             if value is not None and not isinstance(value, str):
                 raise fail(NODE, f"'{name}' must be text, got {type(value).__name__}")
         lines = [ln.strip() for ln in (bank or "").splitlines() if ln.strip()]
-        options = {}
+        options: dict[str, Any] = {}
         if backend == "embedding":
             if not lines:
                 raise fail(NODE, "the 'embedding' backend needs 'bank': canonical instructions, one per line")
