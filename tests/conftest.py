@@ -23,6 +23,9 @@ if not torch.cuda.is_available():
 # disk for the next).
 TEST_WORK = 32 * 16 * 16
 THREADS = prepare_process(work=TEST_WORK)
+# Commands run in-process by the tests (instructgie-train, -eval) set up their process too: keep them
+# on the session's count.
+os.environ.setdefault("GIE_THREADS", str(THREADS.threads))
 
 
 def pytest_report_header(config):

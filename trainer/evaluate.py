@@ -477,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
+        from gie_core.runtime import prepare_process
+
+        prepare_process()  # torch threads for the CPUs idle now, numba's pool, no torchvision notes
         run(args)
     except ValueError as e:
         print(f"instructgie-eval: error: {e}", file=sys.stderr)
