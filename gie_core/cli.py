@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from gie_core import __version__
+
 SUBCOMMANDS = ("edit", "unify", "mask", "demo")
 
 
@@ -19,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="instructgie",
         description="InstructGIE: edit a query image the way example pairs (before -> after) show.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         try:
@@ -36,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gie_core.runtime import prefer_numba_workqueue, quiet_library_notes
+
+    quiet_library_notes()
+    prefer_numba_workqueue()
     try:
         return int(args._run(args) or 0)
     except CLIError as e:

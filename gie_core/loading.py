@@ -25,19 +25,22 @@ from typing import Any
 
 import torch
 
+from .model_files import (
+    PICKLE_SUFFIXES,
+    SAFE_SUFFIXES,
+    ModelLoadError,
+    check_base_path,
+    check_controlnet_path,
+)
+from .model_files import existing_path as _existing
+
 CONFIG_DIR = Path(__file__).with_name("configs")
 SD15_CONFIG_DIR = CONFIG_DIR / "sd15"
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-SAFE_SUFFIXES = (".safetensors",)
 TOKENIZER_ENV = "GIE_CLIP_TOKENIZER"
 CLIP_VOCAB_SIZE = 49408
 
 __all__ = ["ModelLoadError", "load_base", "load_controlnet", "load_pipeline", "load_tokenizer",
            "load_checkpoint_state_dict", "check_compatible", "resolve_dtype", "CONFIG_DIR"]
-
-
-class ModelLoadError(ValueError):
-    """A model could not be loaded from the given path (the message says why)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -62,15 +65,6 @@ def resolve_dtype(dtype: Any, device: Any = "cpu") -> torch.dtype:
     if out == torch.float16 and dev.type == "cpu":
         raise ValueError("dtype: fp16 is for CUDA devices; use fp32 (or bf16) on the CPU")
     return out
-
-
-def _existing(path, what: str) -> Path:
-    if path is None or str(path) == "":
-        raise ModelLoadError(f"{what}: no path given")
-    p = Path(os.path.expanduser(str(path)))
-    if not p.exists():
-        raise ModelLoadError(f"{what}: {p} does not exist")
-    return p
 
 
 def load_checkpoint_state_dict(path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -290,10 +284,8 @@ def load_controlnet(path, *, dtype: torch.dtype | str | None = torch.float32, un
     """A ControlNet from ``path``: a VMamba ControlNet ``.safetensors`` (config in its metadata) or
     a diffusers ControlNet folder. With ``unet`` the two are checked to fit (:func:`check_compatible`)."""
     dtype = resolve_dtype(dtype, "cuda") if dtype is not None else torch.float32
-    p = _existing(path, "controlnet")
+    p = check_controlnet_path(path)  # exists; a folder with config.json or a readable VMamba .safetensors
     if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise ModelLoadError(f"controlnet: {p} is a folder without config.json")
         cfg = json.loads((p / "config.json").read_text())
         cls_name = cfg.get("_class_name", "ControlNetModel")
         if cls_name == "VMambaControlNetModel":
@@ -320,12 +312,6 @@ def load_controlnet(path, *, dtype: torch.dtype | str | None = torch.float32, un
         except ValueError as e:
             raise ModelLoadError(f"controlnet: {e}") from None
     else:
-        suffix = p.suffix.lower()
-        if suffix in PICKLE_SUFFIXES:
-            raise ModelLoadError(f"controlnet: {p} is a pickle file; VMamba ControlNets are stored as one "
-                                 f".safetensors file with their config in its metadata")
-        if suffix not in SAFE_SUFFIXES:
-            raise ModelLoadError(f"controlnet: {p} has an unknown format {suffix!r}; expected .safetensors")
         try:
             from .models.io import load_vmamba_controlnet
         except ImportError as e:  # pragma: no cover - models package is part of gie_core
@@ -387,9 +373,10 @@ def load_pipeline(base, controlnet, *, device: str | torch.device = "cpu", dtype
     if cpu_offload and dev.type != "cuda":
         raise ModelLoadError("cpu_offload: only meaningful with a CUDA device")
     torch_dtype = resolve_dtype(dtype, dev)
-    cn_path = _existing(controlnet, "controlnet")  # fail before the (slow) base load
-    if cn_path.is_file() and cn_path.suffix.lower() not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
-        raise ModelLoadError(f"controlnet: {cn_path} has an unknown format {cn_path.suffix!r}; expected .safetensors")
+    # Paths, formats and truncated files are reported before the (slow) loads.
+    check_controlnet_path(controlnet)
+    if isinstance(base, (str, os.PathLike)):
+        check_base_path(base, allow_pickle)
     parts = load_base(base, dtype=torch_dtype, allow_pickle=allow_pickle, tokenizer=tokenizer,
                       config_dir=config_dir)
     cn = load_controlnet(controlnet, dtype=torch_dtype, unet=parts["unet"])

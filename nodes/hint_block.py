@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from gie_core.models import CachedHintEncoder
+from gie_core.models import CachedHintEncoder, VMambaHintEncoder
 
 
 class VMambaHintBlock(CachedHintEncoder):
@@ -22,6 +22,10 @@ class VMambaHintBlock(CachedHintEncoder):
         context_dim: the text-feature width the ControlNet was made for (768 for SD1.5).
         base: a short name of that base model, for messages (``"sd1"``...).
     """
+
+    encoder: VMambaHintEncoder
+    # The unified instructions the model was trained on (set by the loader; None: an older file).
+    instruction_bank: list[str] | None = None
 
     def __init__(self, encoder, context_dim: int | None = None, base: str = "unknown"):
         super().__init__(encoder)

@@ -1,6 +1,8 @@
 """Instruction Unifier: paraphrased instruction -> canonical instruction (LIU), optionally encoded."""
 from __future__ import annotations
 
+from typing import Any
+
 from ._checks import check_choice, fail
 from ._common import CATEGORY
 
@@ -79,7 +81,7 @@ class InstructionUnifier:
                 raise fail(NODE, "'control_net' is not an InstructGIE VMamba ControlNet; load it with "
                                  "the InstructGIE ControlNet loader")
             lines = list(getattr(block, "instruction_bank", None) or [])
-        options = {}
+        options: dict[str, Any] = {}
         if backend == "embedding" and not lines:
             raise fail(NODE, "the 'embedding' backend needs a bank: connect the InstructGIE ControlNet "
                              "or type canonical instructions into 'bank', one per line")

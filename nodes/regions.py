@@ -71,8 +71,9 @@ class FaceRegionMask:
         region = check_choice(region, NODE, "region", region_choices())
         if custom_region is not None and not isinstance(custom_region, str):
             raise fail(NODE, f"'custom_region' must be text, got {type(custom_region).__name__}")
-        if (custom_region or "").strip():
-            region = custom_region.strip()
+        custom = (custom_region or "").strip()
+        if custom:
+            region = custom
         backend = check_choice(backend, NODE, "backend", backend_choices())
         dilate = check_int(dilate, NODE, "dilate", 0, MAX_GROW)
         feather = check_int(feather, NODE, "feather", 0, MAX_GROW)

@@ -3,53 +3,15 @@ real run of the shipped model when it is installed."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from gie_core._cli import demo as demo_cli
 from gie_core.cli import build_parser, main
 
 CELL, PAD, HEADER, CAPTION = 128, 6, 18, 16  # the sheet geometry documented in make_sheet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared CPU: one thread is faster than contending for two.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_stack(tmp_path_factory) -> Path:
-    """A random tiny SD + VMamba ControlNet saved as instructgie-train exports a from-scratch stack:
-    base/ (diffusers folder), controlnet.safetensors, train_config.json."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    from gie_core.models import VMambaControlNetModel
-    from gie_core.models.io import save_vmamba_controlnet
-    from gie_core.tiny import make_tiny_sd_components
-
-    folder = tmp_path_factory.mktemp("stack")
-    c = make_tiny_sd_components(0)
-    StableDiffusionPipeline(vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"], unet=c["unet"],
-                            scheduler=DDIMScheduler.from_config(c["scheduler"].config), safety_checker=None,
-                            feature_extractor=None, requires_safety_checker=False).save_pretrained(
-        str(folder / "base"), safe_serialization=True)
-    torch.manual_seed(0)
-    cn = VMambaControlNetModel.from_unet(c["unet"], hint_encoder_config={"dims": [16, 32], "depths": [0, 1]})
-    with torch.no_grad():  # from_unet zero-initialises the outputs: make the ControlNet matter
-        for p in cn.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.02)
-    save_vmamba_controlnet(cn, folder / "controlnet.safetensors")
-    (folder / "train_config.json").write_text(json.dumps({"tile": 64, "resize": "crop", "liu": True}))
-    return folder
 
 
 def _png(path) -> np.ndarray:

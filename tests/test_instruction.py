@@ -220,14 +220,28 @@ def test_unicode_forms_are_normalised():
     assert unify(decomposed) == unify("été ensoleillé")
 
 
-_WORDS = sorted({w for e in SUITE["edits"] for p in e["phrasings"] for w in p.split()}
-                | {w for v in SUITE["distinct"].values() for t in v for w in t.split()}
-                | set(", . ; and then please the a to into with of 's ! Über 夜".split()))
+def _synthetic_words() -> list[str]:
+    """The words of the trainer's synthetic paraphrases (trainer/data/synthetic.py), plus near misses."""
+    from trainer.data.synthetic import FAMILIES as SYNTHETIC
+
+    return sorted({w for f in SYNTHETIC.values() for v in f.variants for p in v.paraphrases for w in p.split()}
+                  | set("every each all both one counterclockwise 270 mirror and then , of the".split()))
 
 
+WORD_SALADS = {
+    "suite": sorted({w for e in SUITE["edits"] for p in e["phrasings"] for w in p.split()}
+                    | {w for v in SUITE["distinct"].values() for t in v for w in t.split()}
+                    | set(", . ; and then please the a to into with of 's ! Über 夜".split())),
+    "synthetic": _synthetic_words(),
+}
+
+
+@pytest.mark.parametrize("vocabulary", list(WORD_SALADS))
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.sampled_from(_WORDS), min_size=1, max_size=14))
-def test_idempotent_on_word_salad(words):
+@given(data=st.data())
+def test_idempotent_on_word_salad(vocabulary, data):
+    """Random word salads from the paraphrase suite's vocabulary and from the synthetic data's."""
+    words = data.draw(st.lists(st.sampled_from(WORD_SALADS[vocabulary]), min_size=1, max_size=14))
     text = " ".join(words)
     try:
         out = unify(text)

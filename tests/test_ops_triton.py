@@ -16,6 +16,7 @@ from gie_core import ops
 from gie_core.ops.reference import cross_merge_reference, cross_scan_reference, selective_scan_reference
 
 pytestmark = [
+    pytest.mark.slow,  # the interpreter runs every program as NumPy: minutes on a CPU
     pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
     pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
                        reason="no CUDA and TRITON_INTERPRET is not 1 (scripts/test.sh sets it)"),

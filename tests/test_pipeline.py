@@ -11,9 +11,6 @@ TILE = 64
 HINT = dict(dims=(8, 16), depths=(0, 1))
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def _as_if_trained(controlnet, seed=0):
     """Fresh ControlNets have zero output convs (no effect); give them small random weights so the
     tests can see the control signal."""

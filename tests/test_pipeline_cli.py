@@ -8,8 +8,6 @@ from PIL import Image
 from gie_core import tiny
 from gie_core.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -9,8 +9,6 @@ from safetensors.torch import save_file
 from gie_core import loading, tiny
 from gie_core.loading import ModelLoadError
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 # ---------------------------------------------------------------- an LDM-layout exporter (test only)
 _RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
            ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]

@@ -1,20 +1,10 @@
 """The offline tiny tokenizer and the tiny SD folder the other tests build on."""
 import json
 
-import pytest
 import torch
 from transformers import CLIPTokenizer
 
 from gie_core import tiny
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: on a shared CPU torch's intra-op thread hand-offs cost more than the maths."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_tiny_vocab_layout_matches_text_encoder_config():

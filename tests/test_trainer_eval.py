@@ -14,8 +14,6 @@ from PIL import Image
 from trainer import evaluate as ev
 from trainer.data.formats import PairRecord
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _img(seed, size=32):
     return torch.rand(3, size, size, generator=torch.Generator().manual_seed(seed))

@@ -46,9 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from gie_core.runtime import prepare_process
+
     from .train import train
 
     try:
+        prepare_process()  # torch threads for the CPUs idle now, numba's pool, no torchvision notes
         result = train(cfg)
     except ValueError as e:  # bad user input (paths, options): one line, no traceback
         print(f"instructgie-train: error: {e}", file=sys.stderr)

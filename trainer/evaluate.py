@@ -1173,12 +1173,6 @@ def _predictions_sheet(items: Sequence[ItemResult], cell: int = 96):
     return make_sheet(rows, cell=cell, columns=("query", "edit", "truth")) if rows else None
 
 
-def _configure_threads() -> None:
-    """Torch's thread count for this process: the call site for gie_core's thread helper (issue 17,
-    not merged yet; ``gie_core.runtime.prepare_process`` in its branch). Until it lands torch's own
-    default stands (it honours OMP_NUM_THREADS)."""
-
-
 def run(args) -> dict:
     """The whole evaluation; returns the ``metrics.json`` content."""
     t0 = time.time()
@@ -1291,11 +1285,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    _configure_threads()
-    # transformers' import-time notes (torchvision missing, …) are noise here
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
+        from gie_core.runtime import prepare_process
+
+        prepare_process()  # torch threads for the CPUs idle now, numba's pool, no torchvision notes
         report = run(args)
     except ValueError as e:
         print(f"instructgie-eval: error: {e}", file=sys.stderr)

@@ -2,9 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-HELP = "edit bundled example images with the bundled tiny model (offline, about a minute on a CPU)"
+from gie_core._cli.common import (
+    BUNDLED_MODEL,
+    add_threads_argument,
+    apply_threads,
+    check_out_dir,
+    describe_settings,
+    resolve_settings,
+)
+
+HELP = "edit bundled example images with the bundled tiny model (offline; a CPU is enough)"
 DESCRIPTION = """Shows InstructGIE at work without downloading anything: a tiny but complete model
 (text encoder, autoencoder, UNet and VMamba ControlNet, trained from scratch by `instructgie-train
 --preset demo_default` on synthetic pictures) edits bundled query images the way bundled example
@@ -19,8 +29,12 @@ with torchmetrics installed, the PSNR of each edit against the ground truth).
 
 --model DIR uses another trained stack: a folder holding base/ (a diffusers SD folder) and
 controlnet.safetensors (or a diffusers controlnet/ folder) — e.g. an instructgie-train output
-folder of a tiny preset. Its train_config.json, when present, gives the cell size and whether
-instructions are unified.
+folder of a tiny preset. Its train_config.json gives the cell size, resize mode, steps, guidance and
+whether instructions are unified, as the model was trained and validated (options given here win).
+
+On a CPU the number of torch threads is chosen from the model's size and the CPUs idle now (a small
+model runs on one thread: handing its small operations to a second thread costs more than it saves,
+and far more when other programs keep the CPUs busy); --threads or $GIE_THREADS set it.
 
 examples:
   instructgie demo
@@ -29,7 +43,7 @@ examples:
 """
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DEFAULT_MODEL = ASSETS / "default"
+DEFAULT_MODEL = BUNDLED_MODEL
 DEMO_INPUTS = ASSETS / "demo"
 COLUMNS = ("example before", "example after", "query", "edit", "ground truth")
 
@@ -37,16 +51,19 @@ COLUMNS = ("example before", "example after", "query", "edit", "ground truth")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="instructgie-demo", metavar="DIR",
                    help="output folder (default: ./instructgie-demo)")
-    p.add_argument("--steps", type=int, default=20, metavar="N", help="denoising steps per edit (default: 20)")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="denoising steps per edit (default: the model's train_config.json, else 20)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed; case i uses seed+i (default: 0)")
-    p.add_argument("--guidance", type=float, default=1.0, metavar="X",
-                   help="classifier-free guidance scale (default: 1.0 = off, as the model is evaluated)")
+    p.add_argument("--guidance", type=float, default=None, metavar="X",
+                   help="classifier-free guidance scale; 1 = off (default: the model's train_config.json, "
+                        "else 7.5; trained stacks say 1, as they are validated)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 … (default: auto)")
     p.add_argument("--model", default=None, metavar="DIR",
                    help="a trained stack: a folder with base/ and controlnet.safetensors (default: the bundled model)")
     p.add_argument("--case", action="append", default=None, metavar="NAME",
                    help="run only this bundled case (repeatable; default: all); see --list")
     p.add_argument("--list", action="store_true", help="list the bundled cases and exit")
+    add_threads_argument(p)
 
 
 def _load_manifest() -> list[dict]:
@@ -60,40 +77,28 @@ def _load_manifest() -> list[dict]:
     return json.loads(path.read_text())["cases"]
 
 
-def _model_files(folder: Path) -> tuple[Path, Path, dict]:
-    """(base folder, controlnet file or folder, training settings) of a trained stack."""
-    import json
-
+def _model_files(folder: Path) -> tuple[Path, Path, Path | None]:
+    """(base folder, controlnet file or folder, train_config.json or None) of a trained stack."""
     from gie_core.cli import CLIError
+    from gie_core.model_files import ModelLoadError, check_controlnet_path, trained_stack, training_config_for
 
-    if not folder.is_dir():
-        raise CLIError(f"--model {str(folder)!r}: not a folder (expected one with base/ and controlnet.safetensors)")
-    base = folder / "base"
-    controlnet = folder / "controlnet.safetensors"
-    if not controlnet.is_file() and (folder / "controlnet" / "config.json").is_file():
-        controlnet = folder / "controlnet"  # the conv-hint-encoder ablation: a diffusers folder
-    missing = [n for n, ok in (("base/model_index.json", (base / "model_index.json").is_file()),
-                               ("controlnet.safetensors", controlnet.exists())) if not ok]
-    if missing:
+    try:
+        base, controlnet = trained_stack(folder)
+        check_controlnet_path(controlnet)
+    except ModelLoadError as e:
         if folder == DEFAULT_MODEL:
-            raise CLIError(f"the bundled demo model is not installed ({folder} lacks {', '.join(missing)}); "
-                           "train one with `instructgie-train --preset demo_default` and pass --model runs/demo_full")
-        raise CLIError(f"--model {str(folder)!r}: missing {', '.join(missing)} (expected an instructgie-train "
-                       "output folder of a from-scratch tiny preset)")
-    settings = {}
-    cfg_file = folder / "train_config.json"
-    if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text())
-        settings = {k: cfg[k] for k in ("tile", "resize", "liu") if k in cfg}
-    return base, controlnet, settings
+            raise CLIError(f"the bundled demo model is not installed or damaged ({e}); train one with "
+                           "`instructgie-train --preset demo_default` and pass --model runs/demo_full") from None
+        raise CLIError(str(e).replace("model: ", "--model: ", 1)) from None
+    return base, controlnet, training_config_for(controlnet)
 
 
 def _check_args(args) -> None:
     from gie_core.cli import CLIError
 
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise CLIError(f"--steps: expected at least 1, got {args.steps}")
-    if args.guidance < 0:
+    if args.guidance is not None and args.guidance < 0:
         raise CLIError(f"--guidance: expected a number >= 0, got {args.guidance}")
 
 
@@ -134,8 +139,6 @@ def make_sheet(rows: list[dict], cell: int = 128, columns: tuple[str, ...] = COL
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from gie_core.cli import CLIError
 
     _check_args(args)
@@ -151,27 +154,40 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--case {unknown[0]!r}: not a bundled case; expected one of {', '.join(sorted(known))}")
         cases = [c for c in cases if c["name"] in args.case]
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL
-    base, controlnet, settings = _model_files(model_dir)
+    base, controlnet, train_config = _model_files(model_dir)
+    settings = resolve_settings(args, train_config)
+    out = check_out_dir(args.out)
+    print(f"instructgie demo: {describe_settings(settings)}", file=sys.stderr)
 
     import os
 
-    # transformers' import-time notes (torchvision missing, …) are noise in a first-run demo
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
-    from PIL import Image
-    from tqdm import tqdm
-
-    from gie_core.loading import ModelLoadError, load_pipeline
-    from gie_core.visual_prompt import to_image_tensor
 
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
+    if device == "cpu" and not os.environ.get("GIE_SCAN_BACKEND"):
         # The demo's scans are tiny (16-32 channels, 128 tokens): the plain PyTorch scan is as fast
         # here, while the fused numba kernel compiles on first use (60-100 s of CPU measured), more
-        # than the whole demo. GIE_SCAN_BACKEND set by the user still wins.
-        os.environ.setdefault("GIE_SCAN_BACKEND", "cpu_torch")
+        # than the whole demo. GIE_SCAN_BACKEND set by the user still wins; restored when done.
+        os.environ["GIE_SCAN_BACKEND"] = "cpu_torch"
+        try:
+            return _run_cases(args, cases, model_dir, base, controlnet, settings, out, device)
+        finally:
+            del os.environ["GIE_SCAN_BACKEND"]
+    return _run_cases(args, cases, model_dir, base, controlnet, settings, out, device)
+
+
+def _run_cases(args, cases, model_dir, base, controlnet, settings, out, device) -> int:
+    import json
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from gie_core.cli import CLIError
+    from gie_core.loading import ModelLoadError, load_pipeline
+    from gie_core.runtime import unet_work
+    from gie_core.visual_prompt import to_image_tensor
 
     def image(name):
         return to_image_tensor(Image.open(DEMO_INPUTS / name).convert("RGB"))[0]
@@ -181,15 +197,14 @@ def run(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e)) from None
     pipe.set_progress_bar_config(disable=True)
-    tile = int(settings.get("tile", 64))
-    resize = settings.get("resize", "crop")
-    unify = bool(settings.get("liu", True))
+    tile, resize, unify = settings["tile"], settings["resize"], settings["unify"]
+    steps, guidance = settings["steps"], settings["guidance"]
+    work = unet_work(pipe.unet.config, pipe.vae_scale_factor, 2 * tile, 2 * tile) * (2 if guidance > 1 else 1)
+    threads = apply_threads(args, device, work)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(cases) * args.steps, desc="demo", unit="step")
-    rows, record = [], {"model": str(model_dir), "steps": args.steps, "guidance": args.guidance,
-                        "tile": tile, "device": device, "cases": []}
+    bar = tqdm(total=len(cases) * steps, desc="demo", unit="step")
+    rows, record = [], {"model": str(model_dir), "steps": steps, "guidance": guidance, "tile": tile,
+                        "resize": resize, "device": device, "threads": threads, "cases": []}
 
     def tick(pipe_, step, t, kwargs):
         bar.update(1)
@@ -202,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
             query, truth = image(case["query"]), image(case["ground_truth"])
             try:
                 result = pipe.edit([(ex_before, ex_after)], query[None], case["instruction"], tile=tile,
-                                   resize=resize, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                                   resize=resize, num_inference_steps=steps, guidance_scale=guidance,
                                    seed=args.seed + i, unify=unify, original_size=True, callback_on_step_end=tick)
             except ValueError as e:
                 raise CLIError(f"case {case['name']}: {e}") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -25,8 +26,9 @@ from torch import nn
 
 def parameter_fingerprint(module: nn.Module) -> tuple:
     """A cheap fingerprint that changes whenever a parameter or buffer of ``module`` may have changed."""
-    parts = [module.training]
+    parts: list[object] = [module.training]
     for t in list(module.parameters()) + list(module.buffers()):
+        version: object
         try:
             version = t._version
         except RuntimeError:
@@ -125,10 +127,10 @@ class HintFeatureCache:
                 self._entries.popitem(last=False)
         self.rows_encoded += len(missing)
         self.rows_reused += len(rows) - len(missing)
-        return torch.stack([feats[j] for j in index])
+        return torch.stack([cast(torch.Tensor, feats[j]) for j in index])  # every slot is filled above
 
 
-class HintCacheControls:
+class HintCacheControls(nn.Module):
     """The caching switch of a module that exposes ``hint_cache`` (a :class:`HintFeatureCache`).
 
     Mixed into the encoder and into the ComfyUI adapter so both behave alike: ``caching = False``
@@ -174,9 +176,9 @@ class CachedHintEncoder(HintCacheControls, nn.Module):
         self.encoder = encoder
         self._own_cache = None if hasattr(encoder, "hint_cache") else HintFeatureCache(max_entries)
 
-    @property
-    def hint_cache(self) -> HintFeatureCache:
-        return self._own_cache if self._own_cache is not None else self.encoder.hint_cache
+    @property  # the mixin's attribute is read-only here: it may be the wrapped encoder's
+    def hint_cache(self) -> HintFeatureCache:  # type: ignore[override]
+        return self._own_cache if self._own_cache is not None else cast(HintFeatureCache, self.encoder.hint_cache)
 
     def forward(self, hint: torch.Tensor, emb: torch.Tensor | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:

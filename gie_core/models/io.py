@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from ..model_files import VMAMBA_FORMAT as FORMAT_NAME
 from .configs import BASE_KEYS, base_family
 
-FORMAT_NAME = "instructgie-vmamba-controlnet"
 FORMAT_VERSION = 1
 HINT_PREFIX = "controlnet_cond_embedding."
 BANK_KEY = "instruction_bank"
@@ -285,10 +285,18 @@ def split_vmamba_state_dict(path: str | os.PathLike, placeholder_cond_embedding:
 
 
 def placeholder_cond_embedding_state_dict(config: dict) -> dict:
-    """Zero tensors shaped like diffusers' conv ``ControlNetConditioningEmbedding`` for ``config``."""
-    from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
+    """Zero tensors shaped like diffusers' conv ``ControlNetConditioningEmbedding`` for ``config``.
 
-    widths = tuple(config.get("conditioning_embedding_out_channels") or (16, 32, 96, 256))
-    with torch.device("meta"):
-        emb = ControlNetConditioningEmbedding(config["block_out_channels"][0], 3, widths)
-    return {HINT_PREFIX + k: torch.zeros(v.shape) for k, v in emb.state_dict().items()}
+    The shapes are written out here rather than taken from a diffusers module, so the ComfyUI loader
+    works without diffusers installed (tests/test_models_io.py checks them against diffusers)."""
+    widths = [int(w) for w in (config.get("conditioning_embedding_out_channels") or (16, 32, 96, 256))]
+    shapes = {"conv_in.weight": (widths[0], 3, 3, 3), "conv_in.bias": (widths[0],)}
+    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+        shapes[f"blocks.{2 * i}.weight"] = (w_in, w_in, 3, 3)
+        shapes[f"blocks.{2 * i}.bias"] = (w_in,)
+        shapes[f"blocks.{2 * i + 1}.weight"] = (w_out, w_in, 3, 3)
+        shapes[f"blocks.{2 * i + 1}.bias"] = (w_out,)
+    out = int(config["block_out_channels"][0])
+    shapes["conv_out.weight"] = (out, widths[-1], 3, 3)
+    shapes["conv_out.bias"] = (out,)
+    return {HINT_PREFIX + k: torch.zeros(shape) for k, shape in shapes.items()}

@@ -29,7 +29,6 @@ numba's cache); importing this module compiles nothing.
 from __future__ import annotations
 
 import math
-import os
 import threading
 
 import numba
@@ -42,21 +41,9 @@ from numba.core.extending import intrinsic, overload
 _KERNEL_FASTMATH = {"reassoc", "contract", "nsz"}
 
 
-def _prefer_workqueue_threads() -> None:
-    """Use numba's own "workqueue" thread pool unless the user chose a layer (NUMBA_THREADING_LAYER).
-
-    Why: numba's default here is its OpenMP layer, a second GNU OpenMP runtime next to torch's; once
-    it has run, the two spin against each other and every later torch op slows down (measured: a
-    1.5 M-element ``torch.sum`` went from 0.05 ms to 16 ms wall). The workqueue pool does not spin.
-    It must not be entered from two threads at once, so kernel launches hold ``_LAUNCH_LOCK``.
-    """
-    from numba.np.ufunc import parallel
-
-    if not os.environ.get("NUMBA_THREADING_LAYER") and not parallel._is_initialized:
-        numba.config.THREADING_LAYER = "workqueue"
-
-
-_prefer_workqueue_threads()
+# numba's threading layer is a process-wide choice, so this module leaves it alone; programs pick
+# the "workqueue" pool with gie_core.runtime.prefer_numba_workqueue (the CLI and trainer do; see
+# there why). That pool must not be entered from two threads at once, hence the launch lock.
 _LAUNCH_LOCK = threading.Lock()
 _EXP_FASTMATH = {"contract", "nsz"}
 

@@ -10,7 +10,8 @@ Same two-level chunked scheme as the CPU backend, one program per (batch, channe
             6. ``_chunk_grad_kernel``  states of the chunk forward (kept in a scratch buffer), then
                                        the adjoint backward with every gradient piece per step
 A program keeps a ``(channels, d_state)`` tile of the state in registers and walks its chunk
-step by step. Loop bounds are constexpr (chunk length, number of chunks), which also keeps Triton's
+step by step. The kernels live in ops/triton_scan_kernels.py (they need triton to import); this
+module plans the launches and wraps them in an autograd Function. Loop bounds are constexpr (chunk length, number of chunks), which also keeps Triton's
 interpreter happy with NumPy ≥ 2.4 (it fails on ``range(<runtime value>)``).
 
 Triton is imported lazily: importing gie_core never needs it. On the CPU it only runs under
@@ -27,210 +28,13 @@ from ._extras import scan_with_extras
 
 @functools.cache
 def _kernels():
-    import triton
+    """The kernels (ops/triton_scan_kernels.py) by role, and ``tl``; imported on first use."""
     import triton.language as tl
 
-    @triton.jit
-    def _chunk_end_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, end_ptr, sumd_ptr, L, NUM_D, DG,
-                          N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr, CHUNK: tl.constexpr,
-                          NUM_CHUNKS: tl.constexpr, ACC: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        pid_k = tl.program_id(2)
-        d_idx = pid_d * BD + tl.arange(0, BD)
-        n_idx = tl.arange(0, NP)
-        n_mask = n_idx < N
-        groups = NUM_D // DG
-        grp = (pid_d * BD) // DG
-        A = tl.load(A_ptr + d_idx[:, None] * N + n_idx[None, :], mask=n_mask[None, :], other=0.0).to(ACC)
-        row = (pid_b * NUM_D + d_idx).to(tl.int64) * L
-        bc_row = ((pid_b * groups + grp) * N + n_idx).to(tl.int64) * L
-        h = tl.zeros([BD, NP], dtype=ACC)
-        sum_delta = tl.zeros([BD], dtype=ACC)
-        t0 = pid_k * CHUNK
-        for i in range(CHUNK):
-            t = t0 + i
-            live = (t + tl.zeros([BD], dtype=tl.int32)) < L  # tensor masks (the interpreter rejects bools)
-            live_n = n_mask & ((t + tl.zeros([NP], dtype=tl.int32)) < L)
-            dl = tl.load(delta_ptr + row + t, mask=live, other=0.0).to(ACC)
-            uu = tl.load(u_ptr + row + t, mask=live, other=0.0).to(ACC)
-            Bt = tl.load(B_ptr + bc_row + t, mask=live_n, other=0.0).to(ACC)
-            h = tl.exp(dl[:, None] * A) * h + (dl * uu)[:, None] * Bt[None, :]
-            sum_delta += dl
-        tile = ((pid_b * NUM_CHUNKS + pid_k) * NUM_D + d_idx)[:, None] * N + n_idx[None, :]
-        tl.store(end_ptr + tile, h, mask=n_mask[None, :])
-        tl.store(sumd_ptr + (pid_b * NUM_CHUNKS + pid_k) * NUM_D + d_idx, sum_delta)
+    from . import triton_scan_kernels as k
 
-    @triton.jit
-    def _carry_kernel(A_ptr, end_ptr, sumd_ptr, carry_ptr, last_ptr, NUM_D,
-                      N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-                      NUM_CHUNKS: tl.constexpr, ACC: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        d_idx = pid_d * BD + tl.arange(0, BD)
-        n_idx = tl.arange(0, NP)
-        n_mask = n_idx < N
-        A = tl.load(A_ptr + d_idx[:, None] * N + n_idx[None, :], mask=n_mask[None, :], other=0.0).to(ACC)
-        state = tl.zeros([BD, NP], dtype=ACC)
-        for k in range(NUM_CHUNKS):
-            base = (pid_b * NUM_CHUNKS + k) * NUM_D + d_idx
-            tile = base[:, None] * N + n_idx[None, :]
-            tl.store(carry_ptr + tile, state, mask=n_mask[None, :])
-            end = tl.load(end_ptr + tile, mask=n_mask[None, :], other=0.0)
-            sd = tl.load(sumd_ptr + base)
-            state = tl.exp(sd[:, None] * A) * state + end
-        tl.store(last_ptr + (pid_b * NUM_D + d_idx)[:, None] * N + n_idx[None, :], state,
-                 mask=n_mask[None, :])
-
-    @triton.jit
-    def _chunk_out_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, carry_ptr, y_ptr, L, NUM_D, DG,
-                          N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr, CHUNK: tl.constexpr,
-                          NUM_CHUNKS: tl.constexpr, ACC: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        pid_k = tl.program_id(2)
-        d_idx = pid_d * BD + tl.arange(0, BD)
-        n_idx = tl.arange(0, NP)
-        n_mask = n_idx < N
-        groups = NUM_D // DG
-        grp = (pid_d * BD) // DG
-        A = tl.load(A_ptr + d_idx[:, None] * N + n_idx[None, :], mask=n_mask[None, :], other=0.0).to(ACC)
-        row = (pid_b * NUM_D + d_idx).to(tl.int64) * L
-        bc_row = ((pid_b * groups + grp) * N + n_idx).to(tl.int64) * L
-        tile = ((pid_b * NUM_CHUNKS + pid_k) * NUM_D + d_idx)[:, None] * N + n_idx[None, :]
-        h = tl.load(carry_ptr + tile, mask=n_mask[None, :], other=0.0)
-        t0 = pid_k * CHUNK
-        for i in range(CHUNK):
-            t = t0 + i
-            live = (t + tl.zeros([BD], dtype=tl.int32)) < L  # tensor masks (the interpreter rejects bools)
-            live_n = n_mask & ((t + tl.zeros([NP], dtype=tl.int32)) < L)
-            dl = tl.load(delta_ptr + row + t, mask=live, other=0.0).to(ACC)
-            uu = tl.load(u_ptr + row + t, mask=live, other=0.0).to(ACC)
-            Bt = tl.load(B_ptr + bc_row + t, mask=live_n, other=0.0).to(ACC)
-            Ct = tl.load(C_ptr + bc_row + t, mask=live_n, other=0.0).to(ACC)
-            h = tl.exp(dl[:, None] * A) * h + (dl * uu)[:, None] * Bt[None, :]
-            y = tl.sum(h * Ct[None, :], axis=1)
-            tl.store(y_ptr + row + t, y, mask=live)
-
-    @triton.jit
-    def _chunk_adj_kernel(delta_ptr, A_ptr, C_ptr, gy_ptr, first_ptr, L, NUM_D, DG,
-                          N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr, CHUNK: tl.constexpr,
-                          NUM_CHUNKS: tl.constexpr, ACC: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        pid_k = tl.program_id(2)
-        d_idx = pid_d * BD + tl.arange(0, BD)
-        n_idx = tl.arange(0, NP)
-        n_mask = n_idx < N
-        groups = NUM_D // DG
-        grp = (pid_d * BD) // DG
-        A = tl.load(A_ptr + d_idx[:, None] * N + n_idx[None, :], mask=n_mask[None, :], other=0.0).to(ACC)
-        row = (pid_b * NUM_D + d_idx).to(tl.int64) * L
-        bc_row = ((pid_b * groups + grp) * N + n_idx).to(tl.int64) * L
-        g_next = tl.zeros([BD, NP], dtype=ACC)  # decay_{t+1} · g_{t+1}
-        t_end = pid_k * CHUNK + CHUNK - 1
-        for i in range(CHUNK):
-            t = t_end - i
-            live = (t + tl.zeros([BD], dtype=tl.int32)) < L  # tensor masks (the interpreter rejects bools)
-            live_n = n_mask & ((t + tl.zeros([NP], dtype=tl.int32)) < L)
-            dl = tl.load(delta_ptr + row + t, mask=live, other=0.0).to(ACC)
-            gy = tl.load(gy_ptr + row + t, mask=live, other=0.0).to(ACC)
-            Ct = tl.load(C_ptr + bc_row + t, mask=live_n, other=0.0).to(ACC)
-            g = gy[:, None] * Ct[None, :] + g_next
-            g_next = tl.exp(dl[:, None] * A) * g
-        tile = ((pid_b * NUM_CHUNKS + pid_k) * NUM_D + d_idx)[:, None] * N + n_idx[None, :]
-        tl.store(first_ptr + tile, g_next, mask=n_mask[None, :])
-
-    @triton.jit
-    def _carry_rev_kernel(A_ptr, first_ptr, sumd_ptr, glast_ptr, incoming_ptr, NUM_D,
-                          N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-                          NUM_CHUNKS: tl.constexpr, HAS_LAST: tl.constexpr, ACC: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        d_idx = pid_d * BD + tl.arange(0, BD)
-        n_idx = tl.arange(0, NP)
-        n_mask = n_idx < N
-        A = tl.load(A_ptr + d_idx[:, None] * N + n_idx[None, :], mask=n_mask[None, :], other=0.0).to(ACC)
-        if HAS_LAST:
-            state = tl.load(glast_ptr + (pid_b * NUM_D + d_idx)[:, None] * N + n_idx[None, :],
-                            mask=n_mask[None, :], other=0.0).to(ACC)
-        else:
-            state = tl.zeros([BD, NP], dtype=ACC)
-        for kk in range(NUM_CHUNKS):
-            k = NUM_CHUNKS - 1 - kk
-            base = (pid_b * NUM_CHUNKS + k) * NUM_D + d_idx
-            tile = base[:, None] * N + n_idx[None, :]
-            tl.store(incoming_ptr + tile, state, mask=n_mask[None, :])
-            first = tl.load(first_ptr + tile, mask=n_mask[None, :], other=0.0)
-            sd = tl.load(sumd_ptr + base)
-            state = first + tl.exp(sd[:, None] * A) * state
-
-    @triton.jit
-    def _chunk_grad_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, gy_ptr, carry_ptr, incoming_ptr,
-                           scratch_ptr, du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, L, NUM_D, DG,
-                           N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr, CHUNK: tl.constexpr,
-                           NUM_CHUNKS: tl.constexpr, ACC: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        pid_k = tl.program_id(2)
-        num_blocks = tl.num_programs(1)
-        d_idx = pid_d * BD + tl.arange(0, BD)
-        n_idx = tl.arange(0, NP)
-        n_mask = n_idx < N
-        groups = NUM_D // DG
-        grp = (pid_d * BD) // DG
-        A = tl.load(A_ptr + d_idx[:, None] * N + n_idx[None, :], mask=n_mask[None, :], other=0.0).to(ACC)
-        row = (pid_b * NUM_D + d_idx).to(tl.int64) * L
-        bc_row = ((pid_b * groups + grp) * N + n_idx).to(tl.int64) * L
-        part_row = ((pid_b * num_blocks + pid_d) * N + n_idx).to(tl.int64) * L  # dB/dC partial sums
-        tile = ((pid_b * NUM_CHUNKS + pid_k) * NUM_D + d_idx)[:, None] * N + n_idx[None, :]
-        h0 = tl.load(carry_ptr + tile, mask=n_mask[None, :], other=0.0)
-        # this program's scratch: CHUNK tiles of (BD, NP) states
-        scratch = scratch_ptr + ((pid_b * NUM_CHUNKS + pid_k) * (NUM_D // BD) + pid_d).to(tl.int64) * (CHUNK * BD * NP)
-        local = tl.arange(0, BD)[:, None] * NP + n_idx[None, :]
-        t0 = pid_k * CHUNK
-        h = h0
-        for i in range(CHUNK):
-            t = t0 + i
-            live = (t + tl.zeros([BD], dtype=tl.int32)) < L  # tensor masks (the interpreter rejects bools)
-            live_n = n_mask & ((t + tl.zeros([NP], dtype=tl.int32)) < L)
-            dl = tl.load(delta_ptr + row + t, mask=live, other=0.0).to(ACC)
-            uu = tl.load(u_ptr + row + t, mask=live, other=0.0).to(ACC)
-            gy = tl.load(gy_ptr + row + t, mask=live, other=0.0).to(ACC)
-            Bt = tl.load(B_ptr + bc_row + t, mask=live_n, other=0.0).to(ACC)
-            h = tl.exp(dl[:, None] * A) * h + (dl * uu)[:, None] * Bt[None, :]
-            tl.store(scratch + i * (BD * NP) + local, h)
-            tl.store(dC_ptr + part_row + t, tl.sum(gy[:, None] * h, axis=0), mask=live_n)
-        tl.debug_barrier()
-        g_next = tl.load(incoming_ptr + tile, mask=n_mask[None, :], other=0.0)
-        dA_acc = tl.zeros([BD, NP], dtype=ACC)
-        for i in range(CHUNK):
-            j = CHUNK - 1 - i
-            t = t0 + j
-            live = (t + tl.zeros([BD], dtype=tl.int32)) < L  # tensor masks (the interpreter rejects bools)
-            live_n = n_mask & ((t + tl.zeros([NP], dtype=tl.int32)) < L)
-            dl = tl.load(delta_ptr + row + t, mask=live, other=0.0).to(ACC)
-            uu = tl.load(u_ptr + row + t, mask=live, other=0.0).to(ACC)
-            gy = tl.load(gy_ptr + row + t, mask=live, other=0.0).to(ACC)
-            Bt = tl.load(B_ptr + bc_row + t, mask=live_n, other=0.0).to(ACC)
-            Ct = tl.load(C_ptr + bc_row + t, mask=live_n, other=0.0).to(ACC)
-            has_prev = (j + tl.zeros([BD, NP], dtype=tl.int32)) > 0  # else the chunk's entering state
-            prev = tl.load(scratch + (j - 1) * (BD * NP) + local, mask=has_prev, other=0.0)
-            prev = tl.where(has_prev, prev, h0)
-            g = gy[:, None] * Ct[None, :] + g_next
-            decay = tl.exp(dl[:, None] * A)
-            dlog = g * decay * prev
-            g_next = decay * g
-            gB = tl.sum(g * Bt[None, :], axis=1)
-            tl.store(ddelta_ptr + row + t, tl.sum(dlog * A, axis=1) + gB * uu, mask=live)
-            tl.store(du_ptr + row + t, gB * dl, mask=live)
-            tl.store(dB_ptr + part_row + t, tl.sum(g * (dl * uu)[:, None], axis=0), mask=live_n)
-            dA_acc += dlog * dl[:, None]
-        tl.store(dA_ptr + tile, dA_acc, mask=n_mask[None, :])
-
-    return dict(triton=triton, tl=tl, chunk_end=_chunk_end_kernel, carry=_carry_kernel,
-                chunk_out=_chunk_out_kernel, chunk_adj=_chunk_adj_kernel, carry_rev=_carry_rev_kernel,
-                chunk_grad=_chunk_grad_kernel)
+    return dict(tl=tl, chunk_end=k.chunk_end_kernel, carry=k.carry_kernel, chunk_out=k.chunk_out_kernel,
+                chunk_adj=k.chunk_adj_kernel, carry_rev=k.carry_rev_kernel, chunk_grad=k.chunk_grad_kernel)
 
 
 def _plan(u, A, B, chunk):

@@ -12,7 +12,7 @@ import torch
 
 from .inputs import to_uint8_list
 from .postprocess import finish
-from .spec import parse_region
+from .spec import parse_region, unknown_parts
 
 BACKENDS = ("haar", "mask2former", "face_parsing")
 _BACKEND_ALIASES = {"auto": "auto", "haar": "haar", "opencv": "haar", "cascade": "haar",
@@ -72,6 +72,11 @@ def load_detector(backend: str = "auto", model: str | Path | Any = None, region:
             backend = backend_for_folder(model)
         elif all(p in ("face", "faces") for p in parse_region(region)):
             backend = "haar"
+        elif unknown_parts(parse_region(region)):
+            bad = unknown_parts(parse_region(region))
+            raise ValueError(f"region {'+'.join(bad)!r} is unknown: expected face, hair, skin, eyes, brows, lips, "
+                             "ears, person or another face-parsing label, a combination like 'face+hair', or "
+                             "'label:<name>' for a label of your Mask2Former model (with model=<folder>)")
         else:
             raise ValueError(f"region {region!r} needs a model folder: pass model=<path> to a Mask2Former folder "
                              "(person, label:<name>) or a face-parsing SegFormer folder (hair, skin, eyes, ...); "

@@ -1,6 +1,8 @@
 """Mask post-processing shared by all backends: minimum region size, dilation/erosion, feathering."""
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -20,6 +22,10 @@ def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
     if pixels == 0 or not mask.any():
         return mask
     r = abs(int(pixels))
+    if r >= math.hypot(*mask.shape[:2]):
+        # A disc this wide centred on any pixel covers the whole image: the answer is known, and
+        # OpenCV would take minutes with a kernel of (2r+1)^2 pixels.
+        return np.full_like(mask, True if pixels > 0 else bool(mask.all()), dtype=bool)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     m = mask.astype(np.uint8)
     if pixels > 0:

@@ -20,6 +20,15 @@ ALIASES["faces"] = ALIASES["face"]
 ALIASES["people"] = ALIASES["person"]
 
 
+# Every name a region part may use without "label:": the friendly names and the labels they stand for.
+KNOWN_NAMES = frozenset(ALIASES) | frozenset(label for labels in ALIASES.values() for label in labels)
+
+
+def unknown_parts(parts: list[str]) -> list[str]:
+    """Region parts that are neither a known name nor an explicit ``label:<name>``."""
+    return [p for p in parts if not p.startswith("label:") and p not in KNOWN_NAMES]
+
+
 def normalise_label(name: str) -> str:
     """Lower-case, with spaces and dashes as underscores: ``"Upper Lip" -> "upper_lip"``."""
     return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
