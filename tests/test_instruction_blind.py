@@ -108,7 +108,8 @@ _CONTENT_EXEMPT = frozenset(
     "season weather time day image colours flip rotate degrees invert blur sharpen pixelate add "
     "remove replace wear it zoom crop square vignette increase decrease contrast saturation "
     "slightly years older younger bigger smaller brighter darker style next behind under above "
-    "front around across between top horizontally vertically clockwise counterclockwise one".split())
+    "front around across between top horizontally vertically clockwise counterclockwise one write set scene "
+    "number".split())
 
 
 def _input_forms(text: str) -> set[str]:
@@ -123,7 +124,8 @@ def _input_forms(text: str) -> set[str]:
                           "seasons", "times", "expression_synonyms", "expression_verbs",
                           "expression_nouns", "age", "size", "colour_aliases", "state_verbs",
                           "person_hair_adjectives", "style_verbs", "weather_verbs", "age_verbs",
-                          "size_verbs", "side_adjectives"):
+                          "size_verbs", "side_adjectives", "count_words", "state_synonyms",
+                          "settings"):
                 v = LEX[table].get(f)
                 if isinstance(v, str):
                     forms.update(v.split())
@@ -136,7 +138,8 @@ def _input_forms(text: str) -> set[str]:
     if re.search(r"\b(?:extra|additional|another)\b", c):
         out.add("more")  # "two extra birds" -> "add two more birds"
     for cue, implied in ((r"colou?r|desaturat|gr[ae]y ?scale|monochrome", "black white"),
-                         (r"outline|edges|contour", "line drawing")):
+                         (r"outline|edges|contour", "line drawing"),
+                         (r"\bburn|ablaze|aflame|flames", "fire"), (r"\bshav", "bald")):
         if re.search(cue, c):  # "remove the colour" -> "make it black and white"
             out.update(implied.split())
     numbers = {str(v): k for k, v in LEX["numbers"].items() if " " not in k}

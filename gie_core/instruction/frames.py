@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .grammar import Edit, is_plural
-from .lexicon import LEX, alternation, participle, verb_lemma
+from .lexicon import LEX, alternation, lemma, participle, parts_of_speech, present_participle, verb_lemma
 from .patterns import add_classes
 from .text import entity, head, is_image, resolve_pronoun, valid_entity
 from .values import (
@@ -92,8 +92,8 @@ def is_garment(np: str) -> bool:
 
 _LOCATOR = re.compile(rf"\s+{alternation(LEX['locators'])}$")
 _SOURCE = re.compile(r"^(.+?)\s+(?:from|on|in|off|out of|inside|at|under|next to|near|by|beside|"
-                     r"behind|above|over|in front of|sitting on|standing on)\s+(?:the|this|that|"
-                     r"his|her|their|its|my|a)\s+(.+)$")
+                     r"behind|above|over|across|along|in front of|sitting on|standing on)\s+(?:the|"
+                     r"this|that|his|her|their|its|my|a)\s+(.+)$")
 
 
 def removal_target(x: str) -> str | None:
@@ -109,6 +109,9 @@ def removal_target(x: str) -> str | None:
     m = _SOURCE.match(t)
     if m and ent(m.group(1)) and valid_entity(m.group(2)):
         place = m.group(2)
+        owner = owner_of_part(entity(place))  # "the glasses from the man's face"
+        if owner is not None and is_garment(m.group(1)):
+            return f"{owner}'s {ent(m.group(1))}"
         if not is_being(place) or not is_garment(m.group(1)):
             return ent(m.group(1))
         return f"{entity(resolve_pronoun(place))}'s {ent(m.group(1))}"  # "the hat on the man"
@@ -126,6 +129,9 @@ def h_replace(x: str, y: str, **_) -> Edit | None:
     xe, ye = ent(x), ent(y)
     if xe is None or ye is None or xe == ye:
         return None
+    sky = sky_value(xe, y)
+    if sky is not None:
+        return sky
     xg, yg = global_value(xe), global_value(ye)
     for fam, vocab in (("time", "times"), ("season", "seasons"), ("weather", "weather")):
         if xg in LEX[vocab] and yg in LEX[vocab]:
@@ -133,14 +139,32 @@ def h_replace(x: str, y: str, **_) -> Edit | None:
     return Edit("replace", target=xe, value=ye)
 
 
-def h_remove(x: str, **_) -> Edit | None:
+def sky_value(x: str, v: str) -> Edit | None:
+    """The sky turned into a time of day or a weather ('a sunset sky', 'make the sky overcast')."""
+    if entity(x) not in ("sky", "skies", "sky above"):
+        return None
+    g = global_value(v)
+    for fam, vocab in (("time", "times"), ("weather", "weather")):
+        if g in LEX[vocab]:
+            return Edit(fam, value=LEX[vocab][g])
+    return None
+
+
+def h_remove(x: str, p: str | None = None, **_) -> Edit | None:
+    """'remove the cat'; ``p`` is where it is taken from ('take the glasses off the man')."""
+    if p is not None and not is_image(p) and ent(p) is not None and is_garment(entity(x)) \
+            and (is_being(entity(resolve_pronoun(p))) or owner_of_part(entity(p))):
+        x = f"{x} on {p}"
     t = removal_target(x)
     if t is None:
         return None
     if is_background(t):
-        return None  # "remove the background": no clause says what comes instead
+        return Edit("remove", target="background")  # a cut-out: the subject on nothing
     if t in ("colour", "color", "colours", "colors"):
         return None
+    owner = hair_owner(t)
+    if owner:  # "shave his hair off": all of it gone is bald
+        return Edit("hair", target=owner, value="bald")
     return Edit("remove", target=t)
 
 
@@ -156,6 +180,38 @@ _PLACE = re.compile(rf"^(.+?)\s+({_REL})\s+((?:the|his|her|their|its|my|this|tha
 _WEATHER_NOUNS = LEX["weather_nouns"]
 
 
+_COUNT = re.compile(rf"^(?P<c>{alternation(LEX['count_words'])})(?: as many| the (?:number|amount|count) "
+                    r"of| the)? (?P<x>.+)$")
+
+
+def count_value(y: str) -> Edit | None:
+    """'twice as many balloons', 'double the number of balloons' → double the number of balloons.
+    Only a plural thing has a number ('double the size of the dog' is not a count)."""
+    m = _COUNT.match(y.strip())
+    if not m:
+        return None
+    things = entity(m.group("x"))
+    if not valid_entity(things) or not is_plural(things) or is_image(things) or \
+            re.match(r"^(?:size|number|amount|count)\b", things):
+        return None
+    return Edit("count", target=things, value=LEX["count_words"][m.group("c")])
+
+
+def h_count(verb: str, x: str, **_) -> Edit | None:
+    """'double the balloons', 'halve the number of trees'."""
+    return count_value(f"{verb_lemma(verb)} {x}")
+
+
+_QUOTED = re.compile(r"^[\'\"](?P<t>[^\'\"]+?)[\'\"]?$")
+
+
+def h_text(v: str, **_) -> Edit | None:
+    """'write "happy birthday" on the photo': the quoted words, as typed (lower-cased)."""
+    m = _QUOTED.match(v.strip())
+    words = " ".join(m.group("t").split()) if m else ""
+    return Edit("text", value=words) if words else None
+
+
 def h_add(y: str, place: str | None = None, relation: str | None = None, **_) -> Edit | None:
     """'a cat on the sofa' / 'a dog next to the boy' / 'two more birds' / 'snow'."""
     body = re.sub(r"\s+(?:in|on|there|here|in there|in here|to it|to this)$", "", y.strip())
@@ -165,11 +221,17 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
             body, relation, place = m.group(1), m.group(2), m.group(3)
     relation = LEX["add_relations"].get(relation or "to", "to")
     obj = entity(body)
+    counted = count_value(body) if place is None else None
+    if counted is not None:  # "make there be twice as many balloons"
+        return counted
     if obj.startswith("one ") and not is_plural(obj) and not obj.startswith("one more "):
         obj = obj[4:]  # "add one dog" is "add a dog"; other numbers are kept
     if not valid_entity(obj) or is_image(obj) or obj in LEX["pronouns"] or \
-            obj in ("him", "her", "them", "me", "us"):
-        return None
+            obj in ("him", "her", "them", "me", "us") or head(obj) in LEX["deverbal_nouns"]:
+        return None  # "add a background blur" is an edit ("blur the background"), not a thing
+    if place is not None and entity(place) == "sky" and (obj in _WEATHER_NOUNS or
+                                                         global_value(obj) in LEX["times"]):
+        place = None  # "add clouds to the sky" is the weather
     if place is not None:
         p = entity(resolve_pronoun(place.strip()))
         owner = owner_of_part(p)
@@ -187,6 +249,9 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
                 return None
     if place is None and (obj in _WEATHER_NOUNS or re.sub(r"^an? ", "", obj) in _WEATHER_NOUNS):
         return Edit("weather", value=LEX["weather"][re.sub(r"^an? ", "", obj)])
+    if place is None and global_value(obj) in LEX["times"] and \
+            re.search(r"\b(?:light|lighting|glow|sky|hour|sunset|sunrise|dusk|dawn)$", obj):
+        return Edit("time", value=LEX["times"][global_value(obj)])  # "add golden-hour light"
     if place is not None and is_garment(obj) and is_being(place) and relation == "to":
         return Edit("clothing", target=place, value=obj)
     if place is not None and relation == "to" and head(obj) in LEX["facial_hair"] and is_being(place):
@@ -206,6 +271,17 @@ def h_add_verb(verb: str, y: str, **_) -> Edit | None:
 def h_fill(p: str, y: str, **_) -> Edit | None:
     """'fill the sky with fireworks', 'cover the ground with snow' → add … to …."""
     return h_add(y, place=p)
+
+
+_COVERED = re.compile(r"^(?:all )?(?:covered|overgrown|filled|full|coated|draped|dotted|littered|strewn|"
+                      r"crawling|swarming|teeming|blanketed|smothered|plastered|wrapped|carpeted)"
+                      r"(?: all over)? (?:in|with|of|by) (.+)$")
+
+
+def covered_with(x: str, v: str) -> Edit | None:
+    """'the building covered in vines' / 'overgrown with vines' → add vines to the building."""
+    m = _COVERED.match(v.strip())
+    return h_add(m.group(1), place=x) if m and ent(x) else None
 
 
 def _possessed(np: str, nouns: str) -> str | None:
@@ -254,6 +330,9 @@ def h_change(x: str, y: str, verb: str = "change", **_) -> Edit | None:
     if is_image(x):
         return classify_global(y) or _image_level(y)
     xe = entity(x)
+    sky = sky_value(xe, y)
+    if sky is not None:
+        return sky
     for names, fam, vocab in ((("season", "seasons"), "season", "seasons"),
                               (("weather", "weather conditions", "conditions"), "weather", "weather"),
                               (tuple(LEX["time_words"]), "time", "times")):
@@ -556,7 +635,7 @@ def h_state_verb(verb: str, x: str, **_) -> Edit | None:
     t = ent(x)
     if value is None or t is None:
         return None
-    return Edit("state", target=t, value=value)
+    return target_value("make", x, value, strict=True) or Edit("state", target=t, value=value)
 
 
 def h_give(xy: str, verb: str = "give", **_) -> Edit | None:
@@ -581,11 +660,16 @@ def _give(x: str, y: str) -> Edit | None:
         return h_add(y)  # "give me a red car" asks for an object
     if is_image(x):
         v = re.sub(r"^(?:an?|the)\s+", "", y)
-        return h_filter(v) if re.search(r"\b(?:look|feel|style|effect|filter|vibe|tone)$", v) else None
+        if re.search(r"\b(?:look|feel|style|effect|filter|vibe|tone)$", v):
+            return h_filter(v)
+        g = classify_global(v)  # "give it golden hour lighting", "give it an overcast sky"
+        return g if g is not None and g.family in ("time", "weather", "season") else None
     target = ent(x)
     y = y.strip()
     if target is None:
         return None
+    if re.sub(r"^(?:an?|the) ", "", y) in LEX["hair_styles"] and is_being(target):
+        return Edit("hair", target=target, value=re.sub(r"^(?:an?|the) ", "", y))  # "a mohawk"
     if re.search(rf"\b{_HAIR}$", y):
         hv = hair_value(y)
         return Edit("hair", target=target, value=hv) if hv else None
@@ -650,7 +734,12 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
                         LEX["weather_verbs"][verb_lemma(lv)])
         return classify_global(v) or _image_level(v)
     if is_background(x):
+        if strict and not (colour_value(v) or head(background_value(v) or "") in LEX["scenes"]):
+            return None  # a caption names a real background ("beach background"), not "cut out the"
         return h_background(v)
+    sky = sky_value(x, v)
+    if sky is not None:
+        return sky
     if entity(x) in ("weather", "season", "time of day", "time", "lighting", "style", "art style"):
         return None if strict else h_change(x, v)
     if entity(x) in _QUALITIES:  # "make the contrast higher", "the saturation a little lower"
@@ -667,6 +756,9 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     target = ent(x)
     if target is None:
         return None
+    covered = covered_with(x, v)
+    if covered is not None:
+        return covered
     if is_being(target):
         hv = person_hair_value(v)
         if hv is not None:
@@ -706,9 +798,35 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
         if valid_entity(y) and y != target and colour_value(y) is None and \
                 material_value(y) is None and not is_image(y):
             return Edit("replace", target=target, value=y)
+    if verb in ("make", "turn") and not strict and is_plural(target) and is_plural(v) and \
+            valid_entity(entity(v)) and all("NOUN" in parts_of_speech(w) for w in v.split()[-1:]) \
+            and colour_value(v) is None and material_value(v) is None and not style_value(v):
+        return Edit("replace", target=target, value=entity(v))  # "make the flowers sunflowers"
     s = state_value(v, strict=strict)
     if s is not None:
         return Edit("state", target=target, value=s)
+    return _changed_state(target, x, v, strict)
+
+
+def _changed_state(target: str, x: str, v: str, strict: bool) -> Edit | None:
+    """'make the skin smoother' (a comparative is its adjective: smooth; whiter is the colour
+    white) and 'make the house burn' (a verb: the thing is doing it, 'burning')."""
+    v = strip_look(v)
+    if " " in v or not v.isalpha():
+        return None
+    pos = parts_of_speech(v)
+    if "ADJ" in pos and v.endswith("er"):
+        base = lemma(v, "ADJ")
+        if base != v:
+            c = colour_value(base)
+            if c is not None:
+                t = colour_target(x)
+                return Edit("colour", target=t, value=c) if t else None
+            s = state_value(base, strict=strict)
+            return Edit("state", target=target, value=s) if s else None
+    if "VERB" in pos and lemma(v, "VERB") == v and not strict:
+        s = state_value(present_participle(v), strict=True)
+        return Edit("state", target=target, value=s) if s else None
     return None
 
 
@@ -736,6 +854,7 @@ add_classes({
     "degree": alternation(LEX["degrees"]["slightly"] | LEX["degrees"][""]),
     "rel": _REL,
     "filterverb": alternation(["blur", "sharpen", "pixelate", "pixelise", "pixelize"], inflect=True),
+    "countverb": alternation(["double", "triple", "halve"], inflect=True),
 })
 
 
@@ -806,6 +925,10 @@ FRAMES: tuple[Frame, ...] = (
     Frame("style", "(put|render|redo|show|draw|paint|recreate|do|sketch) <img> (in|with|using) {v}",
           _make_global),
     Frame("style", "(draw|paint|sketch|render|redo|do) <img> (in|with|using) {v}", _style_only),
+    # count and text
+    Frame("count", "{verb:countverb} {x}", h_count),
+    Frame("text", "(~write|~add|~put|~overlay|~type|~print|~place|~insert|~stamp) [the] [(text|words|word|"
+          "caption|message|phrase)] [(saying|reading|that says)] {v} [(on|onto|over|across|to|in) <img>]", h_text),
     # replace
     Frame("replace", "<replace> {x} (with|by|for) {y}", h_replace),
     Frame("replace", "<swap> {x} (for|with|to|into|out for) {y}",
@@ -924,6 +1047,8 @@ def _caption_without(p: str, x: str, **_) -> Edit | None:
 
 
 CAPTIONS: tuple[Frame, ...] = (
+    Frame("count", "{y}", lambda y, **_: count_value(y)),
+    Frame("text", "(text|words|caption) {v}", h_text),
     Frame("remove", "(no|without|minus|sans|lose|bye|bye bye) [more] [the] {x}", h_remove),
     Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
     Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),
@@ -942,7 +1067,7 @@ CAPTIONS: tuple[Frame, ...] = (
         r"^(?:more|less|higher|lower|high|low|much|a|slightly) ", v) or v in _LEVELS else None),
     Frame("background", "{v} (background|backdrop|bg)", h_background),
     Frame("background", "(background|backdrop) (of|with) {v}", h_background),
-    Frame("global", "(at|in|during|on|for) {v}", lambda v, **_: classify_global(v)),
+    Frame("global", "(at|in|during|on) {v}", lambda v, **_: classify_global(v)),
     Frame("global", "<img> [(in|as|like|into|at|during)] {v}", lambda v, **_: classify_global(v) or _image_level(v)),
     Frame("global", "{v}", lambda v, **_: classify_global(v)),
     Frame("add", "{y}", lambda y, **_: h_add(y) if _PLACE.match(y) and not re.match(
