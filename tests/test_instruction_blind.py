@@ -129,6 +129,7 @@ def _input_forms(text: str) -> set[str]:
                 v = LEX[table].get(f)
                 if isinstance(v, str):
                     forms.update(v.split())
+            forms.update(LEX["size_nouns"].get(f, {}).values())  # height -> taller / shorter
         for m in re.finditer(r"[a-z]+", " ".join(forms)):
             forms.add(m.group(0))
         out |= forms

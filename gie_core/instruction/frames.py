@@ -35,6 +35,7 @@ from .values import (
     is_background,
     material_value,
     person_hair_value,
+    setting_value,
     size_value,
     state_value,
     strip_look,
@@ -214,7 +215,7 @@ def h_text(v: str, **_) -> Edit | None:
 
 def h_add(y: str, place: str | None = None, relation: str | None = None, **_) -> Edit | None:
     """'a cat on the sofa' / 'a dog next to the boy' / 'two more birds' / 'snow'."""
-    body = re.sub(r"\s+(?:in|on|there|here|in there|in here|to it|to this)$", "", y.strip())
+    body = re.sub(r"\s+(?:in|on|there|here|in there|in here|to it|to this)$", "", drop_measure(y))
     if place is None:
         m = _PLACE.match(body)
         if m:
@@ -583,11 +584,31 @@ def h_cut_hair(x: str, **_) -> Edit | None:
 
 def h_size(verb: str, x: str, deg: str = "", **_) -> Edit | None:
     value = verb_entry(verb, "size_verbs")
+    return h_size_value(x, value, deg) if value else None
+
+
+def h_size_noun(direction: str, n: str, x: str, deg: str = "", **_) -> Edit | None:
+    """'increase the height of the tree' → taller; 'reduce the size of the dog' → smaller."""
+    up = _UP.match(direction) is not None
+    if not up and _DOWN.match(direction) is None:
+        return None
+    return h_size_value(x, LEX["size_nouns"][n]["up" if up else "down"], deg)
+
+
+def h_size_value(x: str, value: str, deg: str = "") -> Edit | None:
     t = ent(x)
     d, rest = degree(deg)
-    if value is None or t is None or rest:
+    if t is None or rest:
         return None
     return Edit("size", target=t, value=f"{d} {value}" if d else value)
+
+
+def h_own_part(verb: str, x: str, part: str, **_) -> Edit | None:
+    """'make the man close his eyes' is 'close the man's eyes'."""
+    owner = ent(resolve_pronoun(x))
+    if owner is None or not is_being(owner) or part not in LEX["body_parts"]:
+        return None
+    return h_state_verb(verb, f"{owner}'s {part}")
 
 
 def h_scale(xv: str, **_) -> Edit | None:
@@ -655,7 +676,16 @@ def h_give(xy: str, verb: str = "give", **_) -> Edit | None:
     return None
 
 
+_MEASURE = re.compile(rf"^(?:an? |some )?{alternation(LEX['measure_nouns'])}s? of ")
+
+
+def drop_measure(y: str) -> str:
+    """'a layer of fog' → 'fog', 'a pair of sunglasses' → 'sunglasses'."""
+    return _MEASURE.sub("", y.strip())
+
+
 def _give(x: str, y: str) -> Edit | None:
+    y = re.sub(r"\s+to (?:wear|put on|have|hold)$", "", drop_measure(y))  # "a hat to wear"
     if x.strip() in ("me", "us"):
         return h_add(y)  # "give me a red car" asks for an object
     if is_image(x):
@@ -855,6 +885,11 @@ add_classes({
     "rel": _REL,
     "filterverb": alternation(["blur", "sharpen", "pixelate", "pixelise", "pixelize"], inflect=True),
     "countverb": alternation(["double", "triple", "halve"], inflect=True),
+    "flipadj": r"(?:horizontal|vertical)",
+    "updown": r"(?:up|down)",
+    "updir": rf"(?:{_UP.pattern[4:-2]}|{_DOWN.pattern[4:-2]})",
+    "sizenoun": alternation(LEX["size_nouns"]),
+    "part": alternation(LEX["body_parts"]),
 })
 
 
@@ -881,7 +916,13 @@ FRAMES: tuple[Frame, ...] = (
     Frame("transform", "blur [<img>] [(out|up)]", const("transform", "blur")),
     Frame("transform", "sharpen [<img>] [up]", const("transform", "sharpen")),
     Frame("transform", "(pixelate|pixelise|pixelize) [<img>]", const("transform", "pixelate")),
+    Frame("transform", "{verb:filterverb} (out|up) {x}", h_local_filter),
     Frame("transform", "{verb:filterverb} {x} [(out|up|a bit|a little|slightly)]", h_local_filter),
+    Frame("transform", "(do|apply|make|perform|add|give <img>) [a] {d:flipadj} (flip|mirror|reflection) "
+          "[(of|to|on) <img>]", lambda d, **_: h_flip("flip", d)),
+    Frame("transform", "(~pull|~bring|~turn|~crank|~dial|~tone|~knock|~push|~pump|~bump|~take) [the] "
+          "{q:quality} {p:updown} [(of|in|on) <img>] [{deg:degree}]",
+          lambda q, p, deg="", **_: h_quality("bump up" if p == "up" else "bring down", q, deg)),
     Frame("transform", "(apply|add|put) [a] [gaussian] (blur|blurring) [(filter|effect)] [(to|on) <img>]",
           const("transform", "blur")),
     Frame("transform", "(apply|add|put) [a] (sharpen|sharpening) [(filter|effect)] [(to|on) <img>]",
@@ -972,9 +1013,14 @@ FRAMES: tuple[Frame, ...] = (
     Frame("hair", "(~cut|~trim|~shorten) {x} [(short|shorter)]", h_cut_hair),
     Frame("size", "(~scale|~resize) {xv}", h_scale),
     Frame("size", "{verb:sizeverb} {x} [{deg:degree}]", h_size),
+    Frame("size", "{direction:updir} the {n:sizenoun} of {x} [{deg:degree}]", h_size_noun),
+    Frame("age", "(~age) {x} {p:updown}", lambda x, p, **_: h_age_verb(f"age {p}", x)),
     Frame("age", "{verb:ageverb} {x} by {amount} years", h_age_verb),
     Frame("age", "{verb:ageverb} {x}", h_age_verb),
     Frame("state", "{verb:stateverb} {x} [with {stuff}]", h_state_verb),
+    Frame("state", "(~make|~have|~let|~get) {x} {verb:stateverb} (his|her|their|its) {part:part}", h_own_part),
+    Frame("background", "(~put|~set|~move|~place|~transport|~take|~send|~relocate|~bring) <img> {v}",
+          lambda v, **_: setting_value(v)),
     Frame("material", "(~build|~carve|~sculpt|~craft|~construct|~make|~cast|~mould|~mold|~forge|~redo|"
           "~recreate|~remake) {x} (out of|from|of|in|with|using) {v}",
           lambda x, v, **_: Edit("material", target=ent(x), value=material_value(v))
@@ -1009,6 +1055,10 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("wish for a thing somewhere", "{w:wish} {y} to <be> {rel:rel} {p}", "add {y} {rel} {p}"),
     Rewrite("wish for a state", "{w:wish} [for] {x} to {v}", "make {x} {v}"),
     Rewrite("wish", "{w:wish} {y}", "{y}"),
+    Rewrite("wish for a state", "{w:wish} {xv}", "make {xv}"),
+    Rewrite("question", "(can|could|would|will|should|might|may) {x} (look|appear|seem) {v}", "make {x} look {v}"),
+    Rewrite("question", "(can|could|would|will|should|might|may) {x} be {v}", "make {x} {v}"),
+    Rewrite("needs", "[<img>] (needs|need|could use|wants|requires) {y}", "{y}"),
     Rewrite("make it so", "make it so [that] {x} <be> {v}", "make {x} {v}"),
     Rewrite("statement", "{x} {m:modal} [be] {v}", "make {x} {v}"),
     Rewrite("participle", "{m:make} {x} {p:vbn}", "{p} {x}"),
@@ -1019,6 +1069,7 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("is", "{x} (is|are|'s|looks|look|seems|appears) [now] {v}", "make {x} {v}"),
     Rewrite("but", "{x}, (but|only|just|except|now|yet|and) [make it] {v}", "make {x} {v}"),
     Rewrite("comma", "{x}, {v}", "make {x} {v}"),
+    Rewrite("but", "{x} but {v}", "make {x} {v}"),
     Rewrite("as", "{x} (as|like|turned into|transformed into|into) {y}", "turn {x} into {y}"),
     Rewrite("as", "(as|like|in|into) {y}", "make it {y}"),
     Rewrite("of the image", "{v} of <img>", "{v}"),
@@ -1033,6 +1084,8 @@ def _caption_with(x: str, y: str, rel: str | None = None, **_) -> Edit | None:
     g = entity(y)
     if is_garment(g) and is_being(entity(x)):
         return h_wear(x, y)
+    if is_being(entity(x)):  # "the man with a beard", "girl with blonde hair": give them it
+        return _give(x, y)
     return None
 
 
@@ -1053,7 +1106,11 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
     Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),
     Frame("add", "{x} with {y} {rel:rel} (it|him|her|them)", _caption_with),
+    Frame("state", "{x} with (his|her|their|its) {part:part} {v}",
+          lambda x, part, v, **_: target_value("make", f"{x}'s {part}", v) if ent(x) and is_being(ent(x)) else None),
     Frame("clothing", "{x} with {y}", _caption_with),
+    Frame("transform", "[(a|an)] {d:flipadj} (flip|mirror|reflection) [of <img>]",
+          lambda d, **_: h_flip("flip", d)),
     Frame("rotate", "{amount} (degree|degrees|°) (rotation|turn|rotated) [{d}]",
           lambda amount, d=None, **_: h_rotate("rotate", f"{amount} degrees" + (f" {d}" if d else ""))),
     Frame("rotate", "(rotation|rotate) [by] {amount}", lambda amount, **_: h_rotate("rotate", amount)),

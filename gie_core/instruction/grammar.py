@@ -191,7 +191,8 @@ class Edit:
         if f in ("age", "size", "state"):
             return f"make {definite(t)} {v}"
         if f == "background":
-            return f"change the background to {v if _is_adjectival(v) or v.startswith('the ') else indefinite(v)}"
+            bare = _is_adjectival(v) or v.startswith("the ") or v in _SETTING_NAMES
+            return f"change the background to {v if bare else indefinite(v)}"
         if f == "style":
             return render_style(v)
         if f == "season":
@@ -210,6 +211,9 @@ class Edit:
 
 COLOURS = LEX["colours"]
 _BACKGROUND_ADJECTIVES = LEX["background_adjectives"]
+
+
+_SETTING_NAMES = frozenset(LEX["settings"].values())  # "mars", "space": no article
 
 
 def _is_adjectival(value: str) -> bool:

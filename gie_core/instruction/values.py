@@ -300,6 +300,8 @@ def background_value(v: str) -> str | None:
     v = re.sub(rf"^{alternation(LEX['background_fillers'])}\s+", "", v)
     v = re.sub(r"\s+(?:background|backdrop|colou?r|scene|setting|one)$", "", v)
     v = entity(v)
+    if v in LEX["settings"]:  # "the moon", "mars": named places keep their own form
+        return LEX["settings"][v]
     c = colour_value(v)
     if c is not None:
         return c
