@@ -140,7 +140,9 @@ def _input_forms(text: str) -> set[str]:
         out.add("more")  # "two extra birds" -> "add two more birds"
     for cue, implied in ((r"colou?r|desaturat|gr[ae]y ?scale|monochrome", "black white"),
                          (r"outline|edges|contour", "line drawing"),
-                         (r"\bburn|ablaze|aflame|flames", "fire"), (r"\bshav", "bald")):
+                         (r"\bburn|ablaze|aflame|flames", "fire"), (r"\bshav", "bald"),
+                         (r"\bquarter\b", "90"), (r"\bhalf (?:a )?(?:turn|rotation)", "180"),
+                         (r"\bwarm", "warmer"), (r"\bcool", "cooler")):
         if re.search(cue, c):  # "remove the colour" -> "make it black and white"
             out.update(implied.split())
     numbers = {str(v): k for k, v in LEX["numbers"].items() if " " not in k}

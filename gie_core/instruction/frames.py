@@ -228,7 +228,8 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
     if obj.startswith("one ") and not is_plural(obj) and not obj.startswith("one more "):
         obj = obj[4:]  # "add one dog" is "add a dog"; other numbers are kept
     if not valid_entity(obj) or is_image(obj) or obj in LEX["pronouns"] or \
-            obj in ("him", "her", "them", "me", "us") or head(obj) in LEX["deverbal_nouns"]:
+            obj in ("him", "her", "them", "me", "us") or head(obj) in LEX["deverbal_nouns"] or \
+            head(obj) in ("style", "look", "effect", "filter", "vibe", "vibes", "aesthetic"):
         return None  # "add a background blur" is an edit ("blur the background"), not a thing
     if place is not None and entity(place) == "sky" and (obj in _WEATHER_NOUNS or
                                                          global_value(obj) in LEX["times"]):
@@ -510,6 +511,10 @@ _ROT_WORDS = {"ninety": 90, "one hundred eighty": 180, "one hundred and eighty":
 def h_rotate(verb: str, amount: str, **_) -> Edit | None:
     a = amount.strip()
     a = re.sub(r"^(?:by|through)\s+", "", a)
+    # "a quarter turn to the right", "90 degrees in the clockwise direction"
+    a = re.sub(r"^(?:a |one )?(quarter|half)(?: (?:of a )?(?:turn|rotation))?\b",
+               lambda m: "90 degrees" if m.group(1) == "quarter" else "180 degrees", a)
+    a = re.sub(r"\s+in (?:the|a) (\S+) direction$", r" \1", a)
     a = re.sub(r"\s+(?:turn|rotation)$", "", a)
     m = _ROT_AMOUNT.match(a)
     if not m:
@@ -630,6 +635,11 @@ def h_local_filter(verb: str, x: str, **_) -> Edit | None:
     if value is None or t is None:
         return None
     return Edit("transform", target="background" if is_background(t) else t, value=value)
+
+
+# A thing made blurry / pixelated is a local filter on it.
+_LOCAL_FILTER_STATES = {"blurry": "blur", "blurred": "blur", "blurred out": "blur", "out of focus": "blur",
+                        "pixelated": "pixelate", "pixelated out": "pixelate", "pixellated": "pixelate"}
 
 
 def verb_entry(verb: str, table: str) -> str | None:
@@ -767,6 +777,9 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
         if strict and not (colour_value(v) or head(background_value(v) or "") in LEX["scenes"]):
             return None  # a caption names a real background ("beach background"), not "cut out the"
         return h_background(v)
+    local = _LOCAL_FILTER_STATES.get(strip_look(v))
+    if local is not None and ent(x) is not None:  # "make the boy's face blurry" = blur it
+        return h_local_filter(local, x)
     sky = sky_value(x, v)
     if sky is not None:
         return sky
@@ -825,10 +838,11 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     if m and verb in ("make", "turn") and not strict and not style_value(m.group(1)):
         # "make the dog a cat" / "make her a zombie": the thing becomes another thing.
         y = entity(m.group(1))
-        if valid_entity(y) and y != target and colour_value(y) is None and \
-                material_value(y) is None and not is_image(y):
+        # "an orange" with its article is the fruit; "orange" alone is the colour
+        if valid_entity(y) and y != target and (colour_value(y) is None or m.group(1).startswith("a")) \
+                and material_value(y) is None and not is_image(y):
             return Edit("replace", target=target, value=y)
-    if verb in ("make", "turn") and not strict and is_plural(target) and is_plural(v) and \
+    if verb in ("make", "turn") and not strict and is_plural(head(target)) and is_plural(v) and \
             valid_entity(entity(v)) and all("NOUN" in parts_of_speech(w) for w in v.split()[-1:]) \
             and colour_value(v) is None and material_value(v) is None and not style_value(v):
         return Edit("replace", target=target, value=entity(v))  # "make the flowers sunflowers"
@@ -917,6 +931,10 @@ FRAMES: tuple[Frame, ...] = (
     Frame("transform", "sharpen [<img>] [up]", const("transform", "sharpen")),
     Frame("transform", "(pixelate|pixelise|pixelize) [<img>]", const("transform", "pixelate")),
     Frame("transform", "{verb:filterverb} (out|up) {x}", h_local_filter),
+    Frame("transform", "(~put|~add|~apply|~place) [a] {verb:filterverb} (over|on|to|onto|across) {x}",
+          h_local_filter),
+    Frame("transform", "(~put|~add|~apply) [a] {x} {verb:filterverb} [(effect|filter)]",
+          lambda verb, x, **_: h_local_filter(verb, f"the {x}") if not is_image(x) else None),
     Frame("transform", "{verb:filterverb} {x} [(out|up|a bit|a little|slightly)]", h_local_filter),
     Frame("transform", "(do|apply|make|perform|add|give <img>) [a] {d:flipadj} (flip|mirror|reflection) "
           "[(of|to|on) <img>]", lambda d, **_: h_flip("flip", d)),
@@ -942,11 +960,13 @@ FRAMES: tuple[Frame, ...] = (
     Frame("transform", "(zoom|zoom way|punch) {direction:zoomdir} [(on|of|from|to|into|at|onto)] [<img>] "
           "[(a bit|a little|slightly)]", h_zoom),
     Frame("transform", "zoom <img> {direction:zoomdir}", h_zoom),
-    Frame("transform", "(warm|warm up|heat up) [the] [(colors|colours|tones|white balance)] [(of|in) <img>] [<img>]",
+    Frame("transform", "(warm|warm up|heat up) [the] [(colors|colours|tones|white balance|colour temperature|"
+          "color temperature)] [(of|in) <img>] [<img>]",
           const("transform", "warmer")),
-    Frame("transform", "(cool|cool down|cool off) [the] [(colors|colours|tones|white balance)] [(of|in) <img>] "
+    Frame("transform", "(cool|cool down|cool off) [the] [(colors|colours|tones|white balance|colour temperature|"
+          "color temperature)] [(of|in) <img>] "
           "[<img>]", const("transform", "cooler")),
-    Frame("transform", "(crop|trim) [<img>] [(to|into|as)] [a] square [(shape|format|aspect ratio)]",
+    Frame("transform", "(crop|trim) [<img>] [(to|into|as)] [a] [1:1] square [(shape|format|aspect ratio)]",
           const("transform", "crop square")),
     Frame("transform", "make <img> [a] square [crop]", const("transform", "crop square")),
     Frame("transform", "(add|apply|put|give <img>) [a] [dark] vignette [(effect|filter)] "
@@ -961,10 +981,10 @@ FRAMES: tuple[Frame, ...] = (
     Frame("style", "(apply|add|use|put|give <img>) [(a|an)] {v} (filter|effect|tone|tint|look|finish|overlay) "
           "[(to|on|over) <img>]", h_filter),
     Frame("style", "{verb:styleverb} [<img>]", h_style_verb),
-    Frame("style", "(redo|render|draw|paint|recreate|reimagine|depict|present|show|make|turn|convert|"
-          "reproduce|remake|do|transform) <img> (as|like|into) {v}", _make_global),
-    Frame("style", "(put|render|redo|show|draw|paint|recreate|do|sketch) <img> (in|with|using) {v}",
-          _make_global),
+    Frame("style", "(redo|render|draw|redraw|paint|repaint|recreate|reimagine|depict|present|show|make|turn|"
+          "convert|reproduce|remake|do|transform) <img> (as|like|into) {v}", _make_global),
+    Frame("style", "(put|render|redo|show|draw|redraw|paint|repaint|recreate|reimagine|do|sketch) <img> "
+          "(in|with|using) {v}", _make_global),
     Frame("style", "(draw|paint|sketch|render|redo|do) <img> (in|with|using) {v}", _style_only),
     # count and text
     Frame("count", "{verb:countverb} {x}", h_count),
@@ -1000,7 +1020,7 @@ FRAMES: tuple[Frame, ...] = (
     Frame("add", "there (should be|is|are|will be|needs to be|must be|'s|ought to be|could be|can be) "
           "{y}", lambda y, **_: h_add(y)),
     Frame("add", "(make|let) there be {y}", lambda y, **_: h_add(y)),
-    Frame("add", "(~fill|~cover|~decorate|~sprinkle|~surround|~dot|~populate) {p} with {y}", h_fill),
+    Frame("add", "(~fill|~cover|~decorate|~sprinkle|~surround|~dot|~populate) {p} (with|in) {y}", h_fill),
     Frame("add", "(~scatter|~sprinkle) {y} (over|across|on|onto|around) {p}",
           lambda y, p, **_: h_add(y, place=p)),
     Frame("add", "give me {y}", lambda y, **_: h_add(y)),
@@ -1060,6 +1080,10 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("question", "(can|could|would|will|should|might|may) {x} be {v}", "make {x} {v}"),
     Rewrite("needs", "[<img>] (needs|need|could use|wants|requires) {y}", "{y}"),
     Rewrite("make it so", "make it so [that] {x} <be> {v}", "make {x} {v}"),
+    Rewrite("look like", "(make|have|get) <img> (look|seem|appear) (like|as if|as though) {x} <be> {v}",
+            "make {x} {v}"),
+    Rewrite("instead", "{c} instead", "{c}"),
+    Rewrite("deverbal noun", "[(do|apply|perform|add|give <img>)] [(a|an|some)] {x} {n:deverbal}", "{n} the {x}"),
     Rewrite("statement", "{x} {m:modal} [be] {v}", "make {x} {v}"),
     Rewrite("participle", "{m:make} {x} {p:vbn}", "{p} {x}"),
     Rewrite("participle with rest", "{m:make} {x} {p:vbn} {rest}", "{p} {x} {rest}"),
@@ -1074,7 +1098,8 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("as", "(as|like|in|into) {y}", "make it {y}"),
     Rewrite("of the image", "{v} of <img>", "{v}"),
 )
-add_classes({"make": r"(?:make|get|have|let|keep|leave|render)"})
+add_classes({"make": r"(?:make|get|have|let|keep|leave|render)",
+             "deverbal": alternation(LEX["deverbal_nouns"])})
 
 
 def _caption_with(x: str, y: str, rel: str | None = None, **_) -> Edit | None:
@@ -1100,13 +1125,15 @@ def _caption_without(p: str, x: str, **_) -> Edit | None:
 
 
 CAPTIONS: tuple[Frame, ...] = (
+    Frame("weather", "{y} (falling|coming down|pouring down|pouring|raining down|drifting down) "
+          "[(from the sky|from above|down)]", lambda y, **_: h_add(y) if entity(y) in _WEATHER_NOUNS else None),
     Frame("count", "{y}", lambda y, **_: count_value(y)),
     Frame("text", "(text|words|caption) {v}", h_text),
     Frame("remove", "(no|without|minus|sans|lose|bye|bye bye) [more] [the] {x}", h_remove),
     Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
     Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),
     Frame("add", "{x} with {y} {rel:rel} (it|him|her|them)", _caption_with),
-    Frame("state", "{x} with (his|her|their|its) {part:part} {v}",
+    Frame("state", "{x} with [(his|her|their|its)] {part:part} {v}",
           lambda x, part, v, **_: target_value("make", f"{x}'s {part}", v) if ent(x) and is_being(ent(x)) else None),
     Frame("clothing", "{x} with {y}", _caption_with),
     Frame("transform", "[(a|an)] {d:flipadj} (flip|mirror|reflection) [of <img>]",

@@ -13,7 +13,7 @@ import re
 from . import context
 from .frames import CAPTIONS, FRAMES, REWRITES, Frame
 from .grammar import Edit, definite
-from .lexicon import verb_lemma
+from .lexicon import LEX, verb_lemma
 from .patterns import compile_pattern, first_words
 from .text import clean, entity, is_image, pluralise, valid_entity  # noqa: F401  (clean, entity,
 
@@ -69,6 +69,8 @@ def _rewrite(template: str, slots: dict) -> str | None:
         return None
     if "p" in slots:  # a participle stands for its verb: "rotated" -> "rotate"
         slots = {**slots, "p": verb_lemma(slots["p"]) or slots["p"]}
+    if "n" in slots:  # a noun made from a verb stands for it: "whitening" -> "whiten"
+        slots = {**slots, "n": LEX["deverbal_nouns"].get(slots["n"], slots["n"])}
     if "v" in slots:  # "make the car be red" -> "make the car red"
         slots = {**slots, "v": re.sub(r"^be\s+", "", slots["v"])}
     out = re.sub(r"\{(\w+)\}", lambda m: slots.get(m.group(1), ""), template)
