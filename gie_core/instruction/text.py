@@ -53,13 +53,21 @@ def _strip_edges(text: str) -> str:
 _PLAIN = re.compile(r"[a-z0-9'-]+(?: [a-z0-9'-]+)*")
 
 
+# In plain text (lower-case words, single spaces) a chat spelling or filler is a whole word, so a set
+# lookup tells whether the regexes have anything to do (the common case: nothing).
+_PLAIN_SPECIAL = frozenset(_CHAT) | frozenset(LEX["filler_words"])
+_SPECIAL_IS_ONE_WORD = not any(" " in w for w in _PLAIN_SPECIAL)
+
+
 def _normalise(text: str) -> str:
     if _PLAIN.fullmatch(text):  # already lower-case words and single spaces: nothing to do
+        if _SPECIAL_IS_ONE_WORD and _PLAIN_SPECIAL.isdisjoint(text.split(" ")):
+            return text
         return _drop_fillers(_CHAT_RE.sub(lambda m: _CHAT[m.group(0)], text))
     text = unicodedata.normalize("NFC", text).translate(_QUOTES).lower()
     for pattern, repl in _SYMBOLS:
         text = pattern.sub(repl, text)
-    if any(_is_emoji(ch) for ch in text):
+    if not text.isascii() and any(_is_emoji(ch) for ch in text):  # emoji are never ASCII
         text = "".join(" " if _is_emoji(ch) else ch for ch in text)
     text = _CHAT_RE.sub(lambda m: _CHAT[m.group(0)], text)
     text = _drop_fillers(text)
