@@ -22,6 +22,7 @@ instruction is parsed from scratch; single-threaded (run with OMP_NUM_THREADS=1)
     .venv/bin/python benchmarks/liu.py --misses blind-dev # list the misses of a suite
     .venv/bin/python benchmarks/liu.py --bank             # + the bank-snapping row
     .venv/bin/python benchmarks/liu.py --tiny-llm         # + llm row (tiny random GPT-2: fallback path)
+    .venv/bin/python benchmarks/liu.py --suite FILE.jsonl --misses FILE   # + a suite of your own
 """
 from __future__ import annotations
 
@@ -160,6 +161,9 @@ def main(argv=None) -> int:
                     "random GPT-2 (measures the validation and fallback path)")
     ap.add_argument("--model", help="local causal-LM folder for an llm row")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--suite", action="append", default=[], metavar="FILE.jsonl",
+                    help="also score this suite (one JSON object a line: id, phrasings, optional "
+                         "pair); named by the file's stem, e.g. for --misses")
     ap.add_argument("--final", action="store_true",
                     help="also score the held-out suites (blind-heldout, other); without it they are "
                          "not read at all, so tuning cannot see them")
@@ -168,6 +172,10 @@ def main(argv=None) -> int:
     suites = load_suites()
     if not args.final:
         suites = {n: s for n, s in suites.items() if n not in HIDDEN}
+    for path in map(Path, args.suite):
+        if not path.is_file():
+            ap.error(f"--suite {path}: no such file")
+        suites[path.stem] = load_jsonl(path)
     for name in args.misses:
         if name in HIDDEN and not args.final:
             ap.error(f"--misses {name}: a held-out suite; its misses are read only with --final")

@@ -121,6 +121,8 @@ ONE_OF_EACH = [
     Edit("remove", target="man's hat"),
     Edit("add", value="moon", place="sky"),
     Edit("add", value="two dogs"),
+    Edit("count", target="balloons", value="double"),
+    Edit("text", value="happy birthday"),
     Edit("colour", target="car", value="dark blue"),
     Edit("material", target="statue", value="gold"),
     Edit("clothing", target="woman", value="leather jacket"),
@@ -156,6 +158,7 @@ ONE_OF_EACH = [
     Edit("age", target="man", value="slightly younger"),
     Edit("size", target="tree", value="taller"),
     Edit("state", target="street", value="flooded"),
+    Edit("state", target="house", value="on fire"),
 ]
 
 

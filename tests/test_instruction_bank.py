@@ -40,8 +40,8 @@ def test_parsed_edits_never_cross_a_family_value_or_target(similarity):
 
 def test_unparsed_text_snaps_when_close_and_no_guard_fires():
     bank = InstructionBank(BANK, similarity="lexical", threshold=0.5)
-    text = "flip the image horizontally for the win"
-    assert unify(text) == "flip the image horizontally for the win"  # the rules refuse it
+    text = "flip the image horizontally like a pancake"
+    assert unify(text) == "flip the image horizontally like a pancake"  # the rules refuse it
     (m,) = bank.match_unified([text], [unify(text)])
     assert m.snapped and m.output == "flip the image horizontally" and m.reason == "similar"
     # The nearest entry is the opposite action: reported, never used.
@@ -239,7 +239,7 @@ def test_training_records_the_bank_and_inference_uses_it_by_default(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     assert pipe.controlnet.instruction_bank == bank
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
-    text = "flip the image horizontally for the win"
+    text = "flip the image horizontally like a pancake"
     out = pipe.edit([(image, image.flip(2))], image, text, tile=64, num_inference_steps=1, seed=0,
                     guidance_scale=1.0)
     assert out.instruction == "flip the image horizontally"

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .grammar import Edit, is_plural
-from .lexicon import LEX, alternation, participle, verb_lemma
+from .lexicon import LEX, alternation, lemma, participle, parts_of_speech, present_participle, verb_lemma
 from .patterns import add_classes
 from .text import entity, head, is_image, resolve_pronoun, valid_entity
 from .values import (
@@ -35,6 +35,7 @@ from .values import (
     is_background,
     material_value,
     person_hair_value,
+    setting_value,
     size_value,
     state_value,
     strip_look,
@@ -92,8 +93,8 @@ def is_garment(np: str) -> bool:
 
 _LOCATOR = re.compile(rf"\s+{alternation(LEX['locators'])}$")
 _SOURCE = re.compile(r"^(.+?)\s+(?:from|on|in|off|out of|inside|at|under|next to|near|by|beside|"
-                     r"behind|above|over|in front of|sitting on|standing on)\s+(?:the|this|that|"
-                     r"his|her|their|its|my|a)\s+(.+)$")
+                     r"behind|above|over|across|along|in front of|sitting on|standing on)\s+(?:the|"
+                     r"this|that|his|her|their|its|my|a)\s+(.+)$")
 
 
 def removal_target(x: str) -> str | None:
@@ -109,6 +110,9 @@ def removal_target(x: str) -> str | None:
     m = _SOURCE.match(t)
     if m and ent(m.group(1)) and valid_entity(m.group(2)):
         place = m.group(2)
+        owner = owner_of_part(entity(place))  # "the glasses from the man's face"
+        if owner is not None and is_garment(m.group(1)):
+            return f"{owner}'s {ent(m.group(1))}"
         if not is_being(place) or not is_garment(m.group(1)):
             return ent(m.group(1))
         return f"{entity(resolve_pronoun(place))}'s {ent(m.group(1))}"  # "the hat on the man"
@@ -126,6 +130,9 @@ def h_replace(x: str, y: str, **_) -> Edit | None:
     xe, ye = ent(x), ent(y)
     if xe is None or ye is None or xe == ye:
         return None
+    sky = sky_value(xe, y)
+    if sky is not None:
+        return sky
     xg, yg = global_value(xe), global_value(ye)
     for fam, vocab in (("time", "times"), ("season", "seasons"), ("weather", "weather")):
         if xg in LEX[vocab] and yg in LEX[vocab]:
@@ -133,14 +140,32 @@ def h_replace(x: str, y: str, **_) -> Edit | None:
     return Edit("replace", target=xe, value=ye)
 
 
-def h_remove(x: str, **_) -> Edit | None:
+def sky_value(x: str, v: str) -> Edit | None:
+    """The sky turned into a time of day or a weather ('a sunset sky', 'make the sky overcast')."""
+    if entity(x) not in ("sky", "skies", "sky above"):
+        return None
+    g = global_value(v)
+    for fam, vocab in (("time", "times"), ("weather", "weather")):
+        if g in LEX[vocab]:
+            return Edit(fam, value=LEX[vocab][g])
+    return None
+
+
+def h_remove(x: str, p: str | None = None, **_) -> Edit | None:
+    """'remove the cat'; ``p`` is where it is taken from ('take the glasses off the man')."""
+    if p is not None and not is_image(p) and ent(p) is not None and is_garment(entity(x)) \
+            and (is_being(entity(resolve_pronoun(p))) or owner_of_part(entity(p))):
+        x = f"{x} on {p}"
     t = removal_target(x)
     if t is None:
         return None
     if is_background(t):
-        return None  # "remove the background": no clause says what comes instead
+        return Edit("remove", target="background")  # a cut-out: the subject on nothing
     if t in ("colour", "color", "colours", "colors"):
         return None
+    owner = hair_owner(t)
+    if owner:  # "shave his hair off": all of it gone is bald
+        return Edit("hair", target=owner, value="bald")
     return Edit("remove", target=t)
 
 
@@ -156,20 +181,59 @@ _PLACE = re.compile(rf"^(.+?)\s+({_REL})\s+((?:the|his|her|their|its|my|this|tha
 _WEATHER_NOUNS = LEX["weather_nouns"]
 
 
+_COUNT = re.compile(rf"^(?P<c>{alternation(LEX['count_words'])})(?: as many| the (?:number|amount|count) "
+                    r"of| the)? (?P<x>.+)$")
+
+
+def count_value(y: str) -> Edit | None:
+    """'twice as many balloons', 'double the number of balloons' → double the number of balloons.
+    Only a plural thing has a number ('double the size of the dog' is not a count)."""
+    m = _COUNT.match(y.strip())
+    if not m:
+        return None
+    things = entity(m.group("x"))
+    if not valid_entity(things) or not is_plural(things) or is_image(things) or \
+            re.match(r"^(?:size|number|amount|count)\b", things):
+        return None
+    return Edit("count", target=things, value=LEX["count_words"][m.group("c")])
+
+
+def h_count(verb: str, x: str, **_) -> Edit | None:
+    """'double the balloons', 'halve the number of trees'."""
+    return count_value(f"{verb_lemma(verb)} {x}")
+
+
+_QUOTED = re.compile(r"^[\'\"](?P<t>[^\'\"]+?)[\'\"]?$")
+
+
+def h_text(v: str, **_) -> Edit | None:
+    """'write "happy birthday" on the photo': the quoted words, as typed (lower-cased)."""
+    m = _QUOTED.match(v.strip())
+    words = " ".join(m.group("t").split()) if m else ""
+    return Edit("text", value=words) if words else None
+
+
 def h_add(y: str, place: str | None = None, relation: str | None = None, **_) -> Edit | None:
     """'a cat on the sofa' / 'a dog next to the boy' / 'two more birds' / 'snow'."""
-    body = re.sub(r"\s+(?:in|on|there|here|in there|in here|to it|to this)$", "", y.strip())
+    body = re.sub(r"\s+(?:in|on|there|here|in there|in here|to it|to this)$", "", drop_measure(y))
     if place is None:
         m = _PLACE.match(body)
         if m:
             body, relation, place = m.group(1), m.group(2), m.group(3)
     relation = LEX["add_relations"].get(relation or "to", "to")
     obj = entity(body)
+    counted = count_value(body) if place is None else None
+    if counted is not None:  # "make there be twice as many balloons"
+        return counted
     if obj.startswith("one ") and not is_plural(obj) and not obj.startswith("one more "):
         obj = obj[4:]  # "add one dog" is "add a dog"; other numbers are kept
     if not valid_entity(obj) or is_image(obj) or obj in LEX["pronouns"] or \
-            obj in ("him", "her", "them", "me", "us"):
-        return None
+            obj in ("him", "her", "them", "me", "us") or head(obj) in LEX["deverbal_nouns"] or \
+            head(obj) in ("style", "look", "effect", "filter", "vibe", "vibes", "aesthetic"):
+        return None  # "add a background blur" is an edit ("blur the background"), not a thing
+    if place is not None and entity(place) == "sky" and (obj in _WEATHER_NOUNS or
+                                                         global_value(obj) in LEX["times"]):
+        place = None  # "add clouds to the sky" is the weather
     if place is not None:
         p = entity(resolve_pronoun(place.strip()))
         owner = owner_of_part(p)
@@ -187,6 +251,9 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
                 return None
     if place is None and (obj in _WEATHER_NOUNS or re.sub(r"^an? ", "", obj) in _WEATHER_NOUNS):
         return Edit("weather", value=LEX["weather"][re.sub(r"^an? ", "", obj)])
+    if place is None and global_value(obj) in LEX["times"] and \
+            re.search(r"\b(?:light|lighting|glow|sky|hour|sunset|sunrise|dusk|dawn)$", obj):
+        return Edit("time", value=LEX["times"][global_value(obj)])  # "add golden-hour light"
     if place is not None and is_garment(obj) and is_being(place) and relation == "to":
         return Edit("clothing", target=place, value=obj)
     if place is not None and relation == "to" and head(obj) in LEX["facial_hair"] and is_being(place):
@@ -206,6 +273,17 @@ def h_add_verb(verb: str, y: str, **_) -> Edit | None:
 def h_fill(p: str, y: str, **_) -> Edit | None:
     """'fill the sky with fireworks', 'cover the ground with snow' → add … to …."""
     return h_add(y, place=p)
+
+
+_COVERED = re.compile(r"^(?:all )?(?:covered|overgrown|filled|full|coated|draped|dotted|littered|strewn|"
+                      r"crawling|swarming|teeming|blanketed|smothered|plastered|wrapped|carpeted)"
+                      r"(?: all over)? (?:in|with|of|by) (.+)$")
+
+
+def covered_with(x: str, v: str) -> Edit | None:
+    """'the building covered in vines' / 'overgrown with vines' → add vines to the building."""
+    m = _COVERED.match(v.strip())
+    return h_add(m.group(1), place=x) if m and ent(x) else None
 
 
 def _possessed(np: str, nouns: str) -> str | None:
@@ -254,6 +332,9 @@ def h_change(x: str, y: str, verb: str = "change", **_) -> Edit | None:
     if is_image(x):
         return classify_global(y) or _image_level(y)
     xe = entity(x)
+    sky = sky_value(xe, y)
+    if sky is not None:
+        return sky
     for names, fam, vocab in ((("season", "seasons"), "season", "seasons"),
                               (("weather", "weather conditions", "conditions"), "weather", "weather"),
                               (tuple(LEX["time_words"]), "time", "times")):
@@ -430,6 +511,10 @@ _ROT_WORDS = {"ninety": 90, "one hundred eighty": 180, "one hundred and eighty":
 def h_rotate(verb: str, amount: str, **_) -> Edit | None:
     a = amount.strip()
     a = re.sub(r"^(?:by|through)\s+", "", a)
+    # "a quarter turn to the right", "90 degrees in the clockwise direction"
+    a = re.sub(r"^(?:a |one )?(quarter|half)(?: (?:of a )?(?:turn|rotation))?\b",
+               lambda m: "90 degrees" if m.group(1) == "quarter" else "180 degrees", a)
+    a = re.sub(r"\s+in (?:the|a) (\S+) direction$", r" \1", a)
     a = re.sub(r"\s+(?:turn|rotation)$", "", a)
     m = _ROT_AMOUNT.match(a)
     if not m:
@@ -504,11 +589,31 @@ def h_cut_hair(x: str, **_) -> Edit | None:
 
 def h_size(verb: str, x: str, deg: str = "", **_) -> Edit | None:
     value = verb_entry(verb, "size_verbs")
+    return h_size_value(x, value, deg) if value else None
+
+
+def h_size_noun(direction: str, n: str, x: str, deg: str = "", **_) -> Edit | None:
+    """'increase the height of the tree' → taller; 'reduce the size of the dog' → smaller."""
+    up = _UP.match(direction) is not None
+    if not up and _DOWN.match(direction) is None:
+        return None
+    return h_size_value(x, LEX["size_nouns"][n]["up" if up else "down"], deg)
+
+
+def h_size_value(x: str, value: str, deg: str = "") -> Edit | None:
     t = ent(x)
     d, rest = degree(deg)
-    if value is None or t is None or rest:
+    if t is None or rest:
         return None
     return Edit("size", target=t, value=f"{d} {value}" if d else value)
+
+
+def h_own_part(verb: str, x: str, part: str, **_) -> Edit | None:
+    """'make the man close his eyes' is 'close the man's eyes'."""
+    owner = ent(resolve_pronoun(x))
+    if owner is None or not is_being(owner) or part not in LEX["body_parts"]:
+        return None
+    return h_state_verb(verb, f"{owner}'s {part}")
 
 
 def h_scale(xv: str, **_) -> Edit | None:
@@ -530,6 +635,11 @@ def h_local_filter(verb: str, x: str, **_) -> Edit | None:
     if value is None or t is None:
         return None
     return Edit("transform", target="background" if is_background(t) else t, value=value)
+
+
+# A thing made blurry / pixelated is a local filter on it.
+_LOCAL_FILTER_STATES = {"blurry": "blur", "blurred": "blur", "blurred out": "blur", "out of focus": "blur",
+                        "pixelated": "pixelate", "pixelated out": "pixelate", "pixellated": "pixelate"}
 
 
 def verb_entry(verb: str, table: str) -> str | None:
@@ -556,7 +666,7 @@ def h_state_verb(verb: str, x: str, **_) -> Edit | None:
     t = ent(x)
     if value is None or t is None:
         return None
-    return Edit("state", target=t, value=value)
+    return target_value("make", x, value, strict=True) or Edit("state", target=t, value=value)
 
 
 def h_give(xy: str, verb: str = "give", **_) -> Edit | None:
@@ -576,16 +686,30 @@ def h_give(xy: str, verb: str = "give", **_) -> Edit | None:
     return None
 
 
+_MEASURE = re.compile(rf"^(?:an? |some )?{alternation(LEX['measure_nouns'])}s? of ")
+
+
+def drop_measure(y: str) -> str:
+    """'a layer of fog' → 'fog', 'a pair of sunglasses' → 'sunglasses'."""
+    return _MEASURE.sub("", y.strip())
+
+
 def _give(x: str, y: str) -> Edit | None:
+    y = re.sub(r"\s+to (?:wear|put on|have|hold)$", "", drop_measure(y))  # "a hat to wear"
     if x.strip() in ("me", "us"):
         return h_add(y)  # "give me a red car" asks for an object
     if is_image(x):
         v = re.sub(r"^(?:an?|the)\s+", "", y)
-        return h_filter(v) if re.search(r"\b(?:look|feel|style|effect|filter|vibe|tone)$", v) else None
+        if re.search(r"\b(?:look|feel|style|effect|filter|vibe|tone)$", v):
+            return h_filter(v)
+        g = classify_global(v)  # "give it golden hour lighting", "give it an overcast sky"
+        return g if g is not None and g.family in ("time", "weather", "season") else None
     target = ent(x)
     y = y.strip()
     if target is None:
         return None
+    if re.sub(r"^(?:an?|the) ", "", y) in LEX["hair_styles"] and is_being(target):
+        return Edit("hair", target=target, value=re.sub(r"^(?:an?|the) ", "", y))  # "a mohawk"
     if re.search(rf"\b{_HAIR}$", y):
         hv = hair_value(y)
         return Edit("hair", target=target, value=hv) if hv else None
@@ -650,7 +774,15 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
                         LEX["weather_verbs"][verb_lemma(lv)])
         return classify_global(v) or _image_level(v)
     if is_background(x):
+        if strict and not (colour_value(v) or head(background_value(v) or "") in LEX["scenes"]):
+            return None  # a caption names a real background ("beach background"), not "cut out the"
         return h_background(v)
+    local = _LOCAL_FILTER_STATES.get(strip_look(v))
+    if local is not None and ent(x) is not None:  # "make the boy's face blurry" = blur it
+        return h_local_filter(local, x)
+    sky = sky_value(x, v)
+    if sky is not None:
+        return sky
     if entity(x) in ("weather", "season", "time of day", "time", "lighting", "style", "art style"):
         return None if strict else h_change(x, v)
     if entity(x) in _QUALITIES:  # "make the contrast higher", "the saturation a little lower"
@@ -667,6 +799,9 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     target = ent(x)
     if target is None:
         return None
+    covered = covered_with(x, v)
+    if covered is not None:
+        return covered
     if is_being(target):
         hv = person_hair_value(v)
         if hv is not None:
@@ -703,12 +838,39 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     if m and verb in ("make", "turn") and not strict and not style_value(m.group(1)):
         # "make the dog a cat" / "make her a zombie": the thing becomes another thing.
         y = entity(m.group(1))
-        if valid_entity(y) and y != target and colour_value(y) is None and \
-                material_value(y) is None and not is_image(y):
+        # "an orange" with its article is the fruit; "orange" alone is the colour
+        if valid_entity(y) and y != target and (colour_value(y) is None or m.group(1).startswith("a")) \
+                and material_value(y) is None and not is_image(y):
             return Edit("replace", target=target, value=y)
+    if verb in ("make", "turn") and not strict and is_plural(head(target)) and is_plural(v) and \
+            valid_entity(entity(v)) and all("NOUN" in parts_of_speech(w) for w in v.split()[-1:]) \
+            and colour_value(v) is None and material_value(v) is None and not style_value(v):
+        return Edit("replace", target=target, value=entity(v))  # "make the flowers sunflowers"
     s = state_value(v, strict=strict)
     if s is not None:
         return Edit("state", target=target, value=s)
+    return _changed_state(target, x, v, strict)
+
+
+def _changed_state(target: str, x: str, v: str, strict: bool) -> Edit | None:
+    """'make the skin smoother' (a comparative is its adjective: smooth; whiter is the colour
+    white) and 'make the house burn' (a verb: the thing is doing it, 'burning')."""
+    v = strip_look(v)
+    if " " in v or not v.isalpha():
+        return None
+    pos = parts_of_speech(v)
+    if "ADJ" in pos and v.endswith("er"):
+        base = lemma(v, "ADJ")
+        if base != v:
+            c = colour_value(base)
+            if c is not None:
+                t = colour_target(x)
+                return Edit("colour", target=t, value=c) if t else None
+            s = state_value(base, strict=strict)
+            return Edit("state", target=target, value=s) if s else None
+    if "VERB" in pos and lemma(v, "VERB") == v and not strict:
+        s = state_value(present_participle(v), strict=True)
+        return Edit("state", target=target, value=s) if s else None
     return None
 
 
@@ -736,6 +898,12 @@ add_classes({
     "degree": alternation(LEX["degrees"]["slightly"] | LEX["degrees"][""]),
     "rel": _REL,
     "filterverb": alternation(["blur", "sharpen", "pixelate", "pixelise", "pixelize"], inflect=True),
+    "countverb": alternation(["double", "triple", "halve"], inflect=True),
+    "flipadj": r"(?:horizontal|vertical)",
+    "updown": r"(?:up|down)",
+    "updir": rf"(?:{_UP.pattern[4:-2]}|{_DOWN.pattern[4:-2]})",
+    "sizenoun": alternation(LEX["size_nouns"]),
+    "part": alternation(LEX["body_parts"]),
 })
 
 
@@ -762,7 +930,17 @@ FRAMES: tuple[Frame, ...] = (
     Frame("transform", "blur [<img>] [(out|up)]", const("transform", "blur")),
     Frame("transform", "sharpen [<img>] [up]", const("transform", "sharpen")),
     Frame("transform", "(pixelate|pixelise|pixelize) [<img>]", const("transform", "pixelate")),
+    Frame("transform", "{verb:filterverb} (out|up) {x}", h_local_filter),
+    Frame("transform", "(~put|~add|~apply|~place) [a] {verb:filterverb} (over|on|to|onto|across) {x}",
+          h_local_filter),
+    Frame("transform", "(~put|~add|~apply) [a] {x} {verb:filterverb} [(effect|filter)]",
+          lambda verb, x, **_: h_local_filter(verb, f"the {x}") if not is_image(x) else None),
     Frame("transform", "{verb:filterverb} {x} [(out|up|a bit|a little|slightly)]", h_local_filter),
+    Frame("transform", "(do|apply|make|perform|add|give <img>) [a] {d:flipadj} (flip|mirror|reflection) "
+          "[(of|to|on) <img>]", lambda d, **_: h_flip("flip", d)),
+    Frame("transform", "(~pull|~bring|~turn|~crank|~dial|~tone|~knock|~push|~pump|~bump|~take) [the] "
+          "{q:quality} {p:updown} [(of|in|on) <img>] [{deg:degree}]",
+          lambda q, p, deg="", **_: h_quality("bump up" if p == "up" else "bring down", q, deg)),
     Frame("transform", "(apply|add|put) [a] [gaussian] (blur|blurring) [(filter|effect)] [(to|on) <img>]",
           const("transform", "blur")),
     Frame("transform", "(apply|add|put) [a] (sharpen|sharpening) [(filter|effect)] [(to|on) <img>]",
@@ -782,11 +960,13 @@ FRAMES: tuple[Frame, ...] = (
     Frame("transform", "(zoom|zoom way|punch) {direction:zoomdir} [(on|of|from|to|into|at|onto)] [<img>] "
           "[(a bit|a little|slightly)]", h_zoom),
     Frame("transform", "zoom <img> {direction:zoomdir}", h_zoom),
-    Frame("transform", "(warm|warm up|heat up) [the] [(colors|colours|tones|white balance)] [(of|in) <img>] [<img>]",
+    Frame("transform", "(warm|warm up|heat up) [the] [(colors|colours|tones|white balance|colour temperature|"
+          "color temperature)] [(of|in) <img>] [<img>]",
           const("transform", "warmer")),
-    Frame("transform", "(cool|cool down|cool off) [the] [(colors|colours|tones|white balance)] [(of|in) <img>] "
+    Frame("transform", "(cool|cool down|cool off) [the] [(colors|colours|tones|white balance|colour temperature|"
+          "color temperature)] [(of|in) <img>] "
           "[<img>]", const("transform", "cooler")),
-    Frame("transform", "(crop|trim) [<img>] [(to|into|as)] [a] square [(shape|format|aspect ratio)]",
+    Frame("transform", "(crop|trim) [<img>] [(to|into|as)] [a] [1:1] square [(shape|format|aspect ratio)]",
           const("transform", "crop square")),
     Frame("transform", "make <img> [a] square [crop]", const("transform", "crop square")),
     Frame("transform", "(add|apply|put|give <img>) [a] [dark] vignette [(effect|filter)] "
@@ -801,11 +981,15 @@ FRAMES: tuple[Frame, ...] = (
     Frame("style", "(apply|add|use|put|give <img>) [(a|an)] {v} (filter|effect|tone|tint|look|finish|overlay) "
           "[(to|on|over) <img>]", h_filter),
     Frame("style", "{verb:styleverb} [<img>]", h_style_verb),
-    Frame("style", "(redo|render|draw|paint|recreate|reimagine|depict|present|show|make|turn|convert|"
-          "reproduce|remake|do|transform) <img> (as|like|into) {v}", _make_global),
-    Frame("style", "(put|render|redo|show|draw|paint|recreate|do|sketch) <img> (in|with|using) {v}",
-          _make_global),
+    Frame("style", "(redo|render|draw|redraw|paint|repaint|recreate|reimagine|depict|present|show|make|turn|"
+          "convert|reproduce|remake|do|transform) <img> (as|like|into) {v}", _make_global),
+    Frame("style", "(put|render|redo|show|draw|redraw|paint|repaint|recreate|reimagine|do|sketch) <img> "
+          "(in|with|using) {v}", _make_global),
     Frame("style", "(draw|paint|sketch|render|redo|do) <img> (in|with|using) {v}", _style_only),
+    # count and text
+    Frame("count", "{verb:countverb} {x}", h_count),
+    Frame("text", "(~write|~add|~put|~overlay|~type|~print|~place|~insert|~stamp) [the] [(text|words|word|"
+          "caption|message|phrase)] [(saying|reading|that says)] {v} [(on|onto|over|across|to|in) <img>]", h_text),
     # replace
     Frame("replace", "<replace> {x} (with|by|for) {y}", h_replace),
     Frame("replace", "<swap> {x} (for|with|to|into|out for) {y}",
@@ -836,7 +1020,7 @@ FRAMES: tuple[Frame, ...] = (
     Frame("add", "there (should be|is|are|will be|needs to be|must be|'s|ought to be|could be|can be) "
           "{y}", lambda y, **_: h_add(y)),
     Frame("add", "(make|let) there be {y}", lambda y, **_: h_add(y)),
-    Frame("add", "(~fill|~cover|~decorate|~sprinkle|~surround|~dot|~populate) {p} with {y}", h_fill),
+    Frame("add", "(~fill|~cover|~decorate|~sprinkle|~surround|~dot|~populate) {p} (with|in) {y}", h_fill),
     Frame("add", "(~scatter|~sprinkle) {y} (over|across|on|onto|around) {p}",
           lambda y, p, **_: h_add(y, place=p)),
     Frame("add", "give me {y}", lambda y, **_: h_add(y)),
@@ -849,9 +1033,14 @@ FRAMES: tuple[Frame, ...] = (
     Frame("hair", "(~cut|~trim|~shorten) {x} [(short|shorter)]", h_cut_hair),
     Frame("size", "(~scale|~resize) {xv}", h_scale),
     Frame("size", "{verb:sizeverb} {x} [{deg:degree}]", h_size),
+    Frame("size", "{direction:updir} the {n:sizenoun} of {x} [{deg:degree}]", h_size_noun),
+    Frame("age", "(~age) {x} {p:updown}", lambda x, p, **_: h_age_verb(f"age {p}", x)),
     Frame("age", "{verb:ageverb} {x} by {amount} years", h_age_verb),
     Frame("age", "{verb:ageverb} {x}", h_age_verb),
     Frame("state", "{verb:stateverb} {x} [with {stuff}]", h_state_verb),
+    Frame("state", "(~make|~have|~let|~get) {x} {verb:stateverb} (his|her|their|its) {part:part}", h_own_part),
+    Frame("background", "(~put|~set|~move|~place|~transport|~take|~send|~relocate|~bring) <img> {v}",
+          lambda v, **_: setting_value(v)),
     Frame("material", "(~build|~carve|~sculpt|~craft|~construct|~make|~cast|~mould|~mold|~forge|~redo|"
           "~recreate|~remake) {x} (out of|from|of|in|with|using) {v}",
           lambda x, v, **_: Edit("material", target=ent(x), value=material_value(v))
@@ -886,7 +1075,15 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("wish for a thing somewhere", "{w:wish} {y} to <be> {rel:rel} {p}", "add {y} {rel} {p}"),
     Rewrite("wish for a state", "{w:wish} [for] {x} to {v}", "make {x} {v}"),
     Rewrite("wish", "{w:wish} {y}", "{y}"),
+    Rewrite("wish for a state", "{w:wish} {xv}", "make {xv}"),
+    Rewrite("question", "(can|could|would|will|should|might|may) {x} (look|appear|seem) {v}", "make {x} look {v}"),
+    Rewrite("question", "(can|could|would|will|should|might|may) {x} be {v}", "make {x} {v}"),
+    Rewrite("needs", "[<img>] (needs|need|could use|wants|requires) {y}", "{y}"),
     Rewrite("make it so", "make it so [that] {x} <be> {v}", "make {x} {v}"),
+    Rewrite("look like", "(make|have|get) <img> (look|seem|appear) (like|as if|as though) {x} <be> {v}",
+            "make {x} {v}"),
+    Rewrite("instead", "{c} instead", "{c}"),
+    Rewrite("deverbal noun", "[(do|apply|perform|add|give <img>)] [(a|an|some)] {x} {n:deverbal}", "{n} the {x}"),
     Rewrite("statement", "{x} {m:modal} [be] {v}", "make {x} {v}"),
     Rewrite("participle", "{m:make} {x} {p:vbn}", "{p} {x}"),
     Rewrite("participle with rest", "{m:make} {x} {p:vbn} {rest}", "{p} {x} {rest}"),
@@ -896,11 +1093,13 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("is", "{x} (is|are|'s|looks|look|seems|appears) [now] {v}", "make {x} {v}"),
     Rewrite("but", "{x}, (but|only|just|except|now|yet|and) [make it] {v}", "make {x} {v}"),
     Rewrite("comma", "{x}, {v}", "make {x} {v}"),
+    Rewrite("but", "{x} but {v}", "make {x} {v}"),
     Rewrite("as", "{x} (as|like|turned into|transformed into|into) {y}", "turn {x} into {y}"),
     Rewrite("as", "(as|like|in|into) {y}", "make it {y}"),
     Rewrite("of the image", "{v} of <img>", "{v}"),
 )
-add_classes({"make": r"(?:make|get|have|let|keep|leave|render)"})
+add_classes({"make": r"(?:make|get|have|let|keep|leave|render)",
+             "deverbal": alternation(LEX["deverbal_nouns"])})
 
 
 def _caption_with(x: str, y: str, rel: str | None = None, **_) -> Edit | None:
@@ -910,6 +1109,8 @@ def _caption_with(x: str, y: str, rel: str | None = None, **_) -> Edit | None:
     g = entity(y)
     if is_garment(g) and is_being(entity(x)):
         return h_wear(x, y)
+    if is_being(entity(x)):  # "the man with a beard", "girl with blonde hair": give them it
+        return _give(x, y)
     return None
 
 
@@ -924,11 +1125,19 @@ def _caption_without(p: str, x: str, **_) -> Edit | None:
 
 
 CAPTIONS: tuple[Frame, ...] = (
+    Frame("weather", "{y} (falling|coming down|pouring down|pouring|raining down|drifting down) "
+          "[(from the sky|from above|down)]", lambda y, **_: h_add(y) if entity(y) in _WEATHER_NOUNS else None),
+    Frame("count", "{y}", lambda y, **_: count_value(y)),
+    Frame("text", "(text|words|caption) {v}", h_text),
     Frame("remove", "(no|without|minus|sans|lose|bye|bye bye) [more] [the] {x}", h_remove),
     Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
     Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),
     Frame("add", "{x} with {y} {rel:rel} (it|him|her|them)", _caption_with),
+    Frame("state", "{x} with [(his|her|their|its)] {part:part} {v}",
+          lambda x, part, v, **_: target_value("make", f"{x}'s {part}", v) if ent(x) and is_being(ent(x)) else None),
     Frame("clothing", "{x} with {y}", _caption_with),
+    Frame("transform", "[(a|an)] {d:flipadj} (flip|mirror|reflection) [of <img>]",
+          lambda d, **_: h_flip("flip", d)),
     Frame("rotate", "{amount} (degree|degrees|°) (rotation|turn|rotated) [{d}]",
           lambda amount, d=None, **_: h_rotate("rotate", f"{amount} degrees" + (f" {d}" if d else ""))),
     Frame("rotate", "(rotation|rotate) [by] {amount}", lambda amount, **_: h_rotate("rotate", amount)),
@@ -942,7 +1151,7 @@ CAPTIONS: tuple[Frame, ...] = (
         r"^(?:more|less|higher|lower|high|low|much|a|slightly) ", v) or v in _LEVELS else None),
     Frame("background", "{v} (background|backdrop|bg)", h_background),
     Frame("background", "(background|backdrop) (of|with) {v}", h_background),
-    Frame("global", "(at|in|during|on|for) {v}", lambda v, **_: classify_global(v)),
+    Frame("global", "(at|in|during|on) {v}", lambda v, **_: classify_global(v)),
     Frame("global", "<img> [(in|as|like|into|at|during)] {v}", lambda v, **_: classify_global(v) or _image_level(v)),
     Frame("global", "{v}", lambda v, **_: classify_global(v)),
     Frame("add", "{y}", lambda y, **_: h_add(y) if _PLACE.match(y) and not re.match(

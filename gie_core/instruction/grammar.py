@@ -9,6 +9,7 @@ family      canonical clause
 replace     ``replace the cat with a dog``
 remove      ``remove the car``
 add         ``add a moon to the sky`` / ``add a dog``
+count       ``double the number of balloons`` (double / triple / halve)
 colour      ``change the colour of the car to red``
 material    ``make the table out of wood``
 clothing    ``make the man wear a suit``
@@ -16,9 +17,10 @@ hair        ``change the hair of the woman to blonde``
 expression  ``change the expression of the man to sad``
 age         ``make the woman older`` / ``make the woman ten years older``
 size        ``make the shapes bigger`` / ``make the tree taller``
-state       ``make the street flooded`` (any other adjective of a thing)
+state       ``make the street flooded`` (any other adjective of a thing) / ``set the house on fire``
 background  ``change the background to a beach``
 style       ``make it a watercolor painting`` / ``make it anime style``
+text        ``write 'happy birthday' on the image``
 season      ``change the season to winter``
 weather     ``change the weather to snowy``
 time        ``change the time of day to night``
@@ -39,8 +41,8 @@ from .lexicon import LEX
 
 # The fixed clause order: object-level edits first, whole-image edits last.
 FAMILIES: tuple[str, ...] = (
-    "replace", "remove", "add", "colour", "material", "clothing", "hair", "expression", "age",
-    "size", "state", "background", "style", "season", "weather", "time", "transform",
+    "replace", "remove", "add", "count", "colour", "material", "clothing", "hair", "expression",
+    "age", "size", "state", "background", "style", "text", "season", "weather", "time", "transform",
 )
 _RANK = {f: i for i, f in enumerate(FAMILIES)}
 CLAUSE_SEPARATOR = "; "
@@ -49,7 +51,7 @@ CLAUSE_SEPARATOR = "; "
 UNCOUNTABLE = frozenset(
     "snow rain fog mist water grass hair smoke fire sand light sunlight text foliage furniture "
     "makeup lipstick jewelry jewellery lightning steam ice wood gold glass metal art scenery "
-    "graffiti confetti dust rust moss lava".split()
+    "graffiti confetti dust rust moss lava space".split()
 )
 _NUMBER_WORDS = frozenset(
     "one two three four five six seven eight nine ten eleven twelve several many few a couple "
@@ -170,6 +172,10 @@ class Edit:
         if f == "add":
             return f"add {indefinite(v)}" + (f" {self.relation or 'to'} {definite(self.place)}"
                                              if self.place else "")
+        if f == "count":
+            return f"{v} the number of {t}"
+        if f == "text":
+            return f"write '{v}' on the image"
         if f == "colour":
             return f"change the colour of {definite(t)} to {v}"
         if f == "material":
@@ -180,10 +186,13 @@ class Edit:
             return f"change the hair of {definite(t)} to {v}" if t else f"change the hair to {v}"
         if f == "expression":
             return f"change the expression of {definite(t)} to {v}"
+        if f == "state" and v == "on fire":
+            return f"set {definite(t)} on fire"
         if f in ("age", "size", "state"):
             return f"make {definite(t)} {v}"
         if f == "background":
-            return f"change the background to {v if _is_adjectival(v) else indefinite(v)}"
+            bare = _is_adjectival(v) or v.startswith("the ") or v in _SETTING_NAMES
+            return f"change the background to {v if bare else indefinite(v)}"
         if f == "style":
             return render_style(v)
         if f == "season":
@@ -202,6 +211,9 @@ class Edit:
 
 COLOURS = LEX["colours"]
 _BACKGROUND_ADJECTIVES = LEX["background_adjectives"]
+
+
+_SETTING_NAMES = frozenset(LEX["settings"].values())  # "mars", "space": no article
 
 
 def _is_adjectival(value: str) -> bool:

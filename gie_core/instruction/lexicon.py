@@ -93,6 +93,14 @@ def participle(verb: str) -> str:
     return out[0] if out else verb + "ed"
 
 
+@functools.lru_cache(maxsize=1 << 12)
+def present_participle(verb: str) -> str:
+    """The -ing form of a verb (``burn`` → ``burning``)."""
+    from lemminflect import getInflection
+    out = getInflection(verb, tag="VBG")
+    return out[0] if out else verb + "ing"
+
+
 def verb_lemma(word: str) -> str | None:
     """The verb lemma of ``word`` when it can be a verb, else ``None``."""
     got = all_lemmas(word).get("VERB")

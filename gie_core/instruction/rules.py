@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import re
 
+from . import context
 from .frames import CAPTIONS, FRAMES, REWRITES, Frame
-from .grammar import Edit
-from .lexicon import verb_lemma
+from .grammar import Edit, definite
+from .lexicon import LEX, verb_lemma
 from .patterns import compile_pattern, first_words
 from .text import clean, entity, is_image, pluralise, valid_entity  # noqa: F401  (clean, entity,
 
@@ -68,6 +69,8 @@ def _rewrite(template: str, slots: dict) -> str | None:
         return None
     if "p" in slots:  # a participle stands for its verb: "rotated" -> "rotate"
         slots = {**slots, "p": verb_lemma(slots["p"]) or slots["p"]}
+    if "n" in slots:  # a noun made from a verb stands for it: "whitening" -> "whiten"
+        slots = {**slots, "n": LEX["deverbal_nouns"].get(slots["n"], slots["n"])}
     if "v" in slots:  # "make the car be red" -> "make the car red"
         slots = {**slots, "v": re.sub(r"^be\s+", "", slots["v"])}
     out = re.sub(r"\{(\w+)\}", lambda m: slots.get(m.group(1), ""), template)
@@ -101,7 +104,7 @@ def clear_caches() -> None:
     """Forget every cached parse (benchmarks measure the rules from scratch with this)."""
     from . import core, frames, text, values
     for f in (read_clause, text.clean, text.entity, text.valid_entity, frames.target_value,
-              values.style_value, core._unify_clean, core._verified):
+              values.style_value, core._unify_clean, core._verified, context.is_commentary):
         f.cache_clear()
 
 
@@ -113,17 +116,23 @@ def parse_clause(clause: str) -> Edit | None:
 # ----------------------------------------------------------------------------------------------
 # Clause splitting
 
-_SPLIT = re.compile(r"\s*(?:;|,|\.\s|\band then\b|\band also\b|\bthen\b|\balso\b|\band\b|&|"
-                    r"\bplus\b|\bafter that\b|\bwhile you're at it\b)\s*")
+_SEPARATORS = (r";|,|\.\s|\band then\b|\band also\b|\bthen\b|\balso\b|\band\b|&|\bplus\b|"
+               r"\bafter that\b|\bwhile you're at it\b")
+_SPLIT = re.compile(rf"\s*(?:{_SEPARATORS})\s*")
+# The relaxed reading also splits off questions, "so (that) …" clauses and "for …" reasons.
+_SO = r"\bso that\b|\bso(?= (?:the|it|it's|its|we|i|you|he|she|they|this|that|there|everything|his|" \
+      r"her|their|my|our)\b)"
+_RELAXED_SPLIT = re.compile(rf"\s*(?:{_SEPARATORS}|[?!]\s|{_SO}|(?<=\S)(?= for (?:privacy|fun|insta|"
+                            r"instagram|social media|a|an|the|that|some|my|our)\b))\s*")
+_IS_SO = re.compile(r"\bso\b")
 _MAX_PIECES = 24  # beyond this many separators the text is parsed as one clause
 
 
-def split_clauses(text: str) -> list[str] | None:
-    """Split cleaned text into clauses that each parse, joining neighbouring pieces where a piece
-    does not parse on its own (so 'make it black and white' stays one clause). Prefers the
-    segmentation with the shortest first clause; ``None`` when no segmentation parses."""
+def _pieces(text: str, splitter: re.Pattern = _SPLIT) -> tuple[list[str], list[str]]:
+    """The non-empty pieces of ``text`` between separators, and the separator text between each
+    two neighbours."""
     pieces, seps, pos = [], [], 0
-    for m in _SPLIT.finditer(text):
+    for m in splitter.finditer(text):
         pieces.append(text[pos:m.start()])
         seps.append(m.group(0))
         pos = m.end()
@@ -137,6 +146,14 @@ def split_clauses(text: str) -> list[str] | None:
                 joins.append(pending)
             kept.append(piece)
             pending = ""
+    return kept, joins
+
+
+def split_clauses(text: str) -> list[str] | None:
+    """Split cleaned text into clauses that each parse, joining neighbouring pieces where a piece
+    does not parse on its own (so 'make it black and white' stays one clause). Prefers the
+    segmentation with the shortest first clause; ``None`` when no segmentation parses."""
+    kept, joins = _pieces(text)
     if not kept:
         return None
     if len(kept) > _MAX_PIECES:
@@ -162,16 +179,100 @@ def split_clauses(text: str) -> list[str] | None:
     return segment(0)
 
 
+def _referent(e: Edit) -> str | None:
+    """What 'it' means in the next piece: the thing an edit changed ('the dog')."""
+    thing = e.target if e.family != "add" else e.value
+    if not thing or thing in ("background", "image"):
+        return None
+    return definite(thing)
+
+
+def read_relaxed(text: str) -> list[Edit] | None:
+    """The edits of a chatty text whose pieces do not all parse: pieces that comment on the
+    picture, give a reason, or name no edit before a "so" clause that does are dropped (see
+    :mod:`.context`), and "it" in a piece that does not parse alone names the previous piece's
+    thing. At least one piece must be an edit; ``None`` otherwise."""
+    kept, joins = _pieces(text, _RELAXED_SPLIT)
+    n = len(kept)
+    if n < 2 or n > _MAX_PIECES:
+        return None
+    after_so = [False] + [bool(_IS_SO.search(j)) for j in joins]
+    memo: dict = {}
+
+    def read(piece: str, ref: str | None) -> Edit | None:
+        if ref and context.has_anaphor(piece):
+            e = parse_clause(context.resolve(piece, ref))
+            if e is not None:
+                return e
+        return parse_clause(piece)
+
+    def segment(i: int, ref: str | None, prev_edit: bool, vague: bool) -> list | None:
+        """Edits (``None`` for a dropped piece) for pieces i.. ; ``ref`` what 'it' names,
+        ``prev_edit`` whether the previous piece was an edit, ``vague`` whether it named no edit
+        and asked for a "so" clause."""
+        if i == n:
+            return []
+        key = (i, ref, prev_edit, vague)
+        if key in memo:
+            return memo[key]
+        memo[key] = None
+        options = []
+        if after_so[i] and prev_edit:
+            options.append(("drop", i, None))  # "flip it so the left side ends up on the right"
+        elif not (after_so[i] and vague) and context.is_commentary(kept[i]):
+            options.append(("drop", i, None))  # "too dark, bump up the brightness"
+        joined = kept[i]
+        for j in range(i, n):
+            if j > i:
+                joined = joined + joins[j - 1] + kept[j]
+            e = read(joined, ref)
+            if e is not None:
+                options.append(("edit", j, e))
+        if i + 1 < n and after_so[i + 1] and not after_so[i]:
+            obj = context.vague_head(kept[i])
+            if obj is not None:
+                options.append(("vague", i, obj))
+        if not any(kind == "drop" for kind, _, _ in options) and context.is_commentary(kept[i]):
+            options.append(("drop", i, None))
+        for kind, j, got in options:
+            if kind == "edit":
+                rest = segment(j + 1, _referent(got) or ref, True, False)
+                if rest is not None:
+                    memo[key] = [got] + rest
+                    break
+            elif kind == "vague":
+                obj = got if got != "it" and not is_image(got) and valid_entity(entity(got)) else None
+                rest = segment(j + 1, definite(entity(obj)) if obj else ref, False, True)
+                if rest is not None:
+                    memo[key] = [None] + rest
+                    break
+            else:
+                rest = segment(j + 1, ref, False, False)
+                if rest is not None:
+                    memo[key] = [None] + rest
+                    break
+        return memo[key]
+
+    got = segment(0, None, False, False)
+    edits = [e for e in got or () if e is not None]
+    return edits or None
+
+
 def parse_text(text: str) -> list[Edit] | None:
-    """All edits of an instruction, or ``None`` if any clause does not parse."""
+    """All edits of an instruction, or ``None`` if any clause does not parse (after the relaxed
+    reading of :func:`read_relaxed` has had its chance)."""
     c = clean(text)
     if not c:
         return None
     if not _SPLIT.search(c):
         e = parse_clause(c)
-        return [e] if e is not None else None
+        if e is not None:
+            return [e]
+        return read_relaxed(c) if _RELAXED_SPLIT.search(c) else None
     whole = parse_clause(c)
     clauses = split_clauses(c)
-    if clauses is None or (whole is not None and len(clauses) == 1):
-        return [whole] if whole is not None else None
+    if clauses is None:
+        return [whole] if whole is not None else read_relaxed(c)
+    if whole is not None and len(clauses) == 1:
+        return [whole]
     return [parse_clause(cl) for cl in clauses]

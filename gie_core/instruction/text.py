@@ -23,12 +23,23 @@ _EDGE_PUNCT = "\"'.,;:!?()[]{}…。、，！？ "
 # Symbols users type for words; replaced before anything else reads the text.
 _SYMBOLS = ((re.compile(r"(\d)\s*°"), r"\1 degrees"), (re.compile(r"\s&\s"), " and "),
             (re.compile(r"\bb&w\b"), "black and white"))
+# Chat spellings ("u", "w/", "→") stand for words; whole words only.
+_CHAT = LEX["chat_spellings"]
+_CHAT_RE = re.compile(rf"(?<![\w/'-]){alternation(_CHAT)}(?![\w/'-])")
+# Words that carry no edit wherever they stand ("delete the tourists pls, it was so crowded").
+_FILLER_RE = re.compile(rf"(?<![\w'-]){alternation(LEX['filler_words'])}(?![\w'-])")
+# Emoji and their joiners / variation selectors carry no instruction anywhere in the text.
+_EMOJI_MARKS = frozenset("\u200d\ufe0e\ufe0f\u20e3")
 
 
 def _is_edge_char(ch: str) -> bool:
     # Punctuation and symbols (emoji) at the edges are not part of an instruction.
     cat = unicodedata.category(ch)
     return ch in _EDGE_PUNCT or cat.startswith("P") or cat in ("So", "Sk", "Cf")
+
+
+def _is_emoji(ch: str) -> bool:
+    return ch in _EMOJI_MARKS or unicodedata.category(ch) in ("So", "Cs", "Co")
 
 
 def _strip_edges(text: str) -> str:
@@ -42,15 +53,35 @@ def _strip_edges(text: str) -> str:
 _PLAIN = re.compile(r"[a-z0-9'-]+(?: [a-z0-9'-]+)*")
 
 
+# In plain text (lower-case words, single spaces) a chat spelling or filler is a whole word, so a set
+# lookup tells whether the regexes have anything to do (the common case: nothing).
+_PLAIN_SPECIAL = frozenset(_CHAT) | frozenset(LEX["filler_words"])
+_SPECIAL_IS_ONE_WORD = not any(" " in w for w in _PLAIN_SPECIAL)
+
+
 def _normalise(text: str) -> str:
     if _PLAIN.fullmatch(text):  # already lower-case words and single spaces: nothing to do
-        return text
+        if _SPECIAL_IS_ONE_WORD and _PLAIN_SPECIAL.isdisjoint(text.split(" ")):
+            return text
+        return _drop_fillers(_CHAT_RE.sub(lambda m: _CHAT[m.group(0)], text))
     text = unicodedata.normalize("NFC", text).translate(_QUOTES).lower()
     for pattern, repl in _SYMBOLS:
         text = pattern.sub(repl, text)
+    if not text.isascii() and any(_is_emoji(ch) for ch in text):  # emoji are never ASCII
+        text = "".join(" " if _is_emoji(ch) else ch for ch in text)
+    text = _CHAT_RE.sub(lambda m: _CHAT[m.group(0)], text)
+    text = _drop_fillers(text)
     text = _WS.sub(" ", text).strip()
     text = _REPEATED_PUNCT.sub(r"\1", text)
     return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+
+
+def _drop_fillers(text: str) -> str:
+    if not _FILLER_RE.search(text):
+        return text
+    text = _FILLER_RE.sub(" ", text)
+    text = _SPACE_BEFORE_PUNCT.sub(r"\1", _WS.sub(" ", text).strip())
+    return _REPEATED_PUNCT.sub(r"\1", text)
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -15,8 +15,13 @@ _COLOUR_WORD = alternation(COLOURS | {"gray", "blond", "blonde"})
 _COLOUR_RE = re.compile(rf"^(?:{alternation(LEX['colour_modifiers'])} )?{_COLOUR_WORD}"
                         rf"(?:(?: and |-|/| or ){_COLOUR_WORD})?$")
 _LOOK = re.compile(r"^(?:(?:look|looks|appear|seem|be|feel|become|get|grow)\s+)?(?:like\s+)?"
-                   r"(?:(?:it's|it is|it was|its|they're|they are|there's|there is|there are)\s+)?"
-                   r"(?:(?:be|look|made)\s+)?")
+                   r"(?:(?:it's|it is|it was|it were|its|they're|they are|there's|there is|there are|"
+                   r"this is|this was|everything is|we're|we are)\s+)?"
+                   r"(?:(?:be|look|made)\s+)?"
+                   # "taken at night", "set on the moon", "take place on mars": where/when it is
+                   r"(?:(?:(?:taken|shot|photographed|captured|filmed|set|located|situated)\s+"
+                   r"|(?:take|takes|taking|took) place\s+|(?:happen|happens|happening)\s+)"
+                   r"(?=(?:in|at|on|during|under|inside|underwater)\b))?")
 
 
 def strip_look(v: str) -> str:
@@ -167,12 +172,34 @@ def global_value(v: str) -> str:
     v = entity(v)
     v = re.sub(r"^(?:a |an )", "", v)
     v = re.sub(r"(?<=\S)\s+(?:scene|setting|season|weather|time|vibe|vibes|mood|atmosphere|look|"
-               r"theme|landscape|version|image|photo|picture|day|conditions|lighting|light|"
-               r"effect|feel|sky)$", "", v)
+               r"theme|landscape|version|image|photo|picture|pic|shot|photograph|day|conditions|"
+               r"lighting|light|effect|feel|sky)$", "", v)
     v = re.sub(r"^(?:(?:a|an|the)\s+)?(?:very|really|nice|beautiful|heavy|light|bright|full|late|"
                r"early|typical|cold|warm|hot|dark|gloomy|quiet)\s+(?=\S)", "", v) \
         if v.split() and len(v.split()) > 1 else v
     return v.strip()
+
+
+_LOCATIVE = re.compile(r"^(?:on|onto|to|in|into|at|inside)\s+(.+)$")
+
+
+def setting_value(raw: str) -> Edit | None:
+    """Where the whole scene is: 'on the moon' → a new background; 'underwater' → the scene's
+    state. A place needs its preposition ('on the moon', 'in a forest'); a bare 'moon' is a
+    thing, not a setting."""
+    v = strip_look(raw.strip())
+    v = LEX["state_synonyms"].get(v, v)
+    if v in LEX["scene_states"]:
+        return Edit("state", target="scene", value=v)
+    m = _LOCATIVE.match(v)
+    if not m:
+        return None
+    place = entity(m.group(1))
+    if place in LEX["settings"]:
+        return Edit("background", value=LEX["settings"][place])
+    if place in LEX["scenes"] and valid_entity(place):
+        return Edit("background", value=background_value(place))
+    return None
 
 
 def classify_global(raw: str) -> Edit | None:
@@ -184,6 +211,9 @@ def classify_global(raw: str) -> Edit | None:
         return Edit("weather", value=LEX["weather"][v])
     if v in LEX["times"]:
         return Edit("time", value=LEX["times"][v])
+    place = setting_value(raw)
+    if place is not None:
+        return place
     style = style_value(raw)
     if style is not None:
         return Edit("style", value=style)
@@ -197,7 +227,11 @@ _WORK_BY = re.compile(r"^(?:an? |the )?(?:painting|drawing|picture|artwork|work|
                       r"(?:by|from|of) (.+)$")
 _STYLE_TAIL = re.compile(r"\s+(?:style|styled|aesthetic|look|version|filter|effect|vibe|vibes|"
                          r"rendering|render|inspired|type)$")
-_IMAGE_TAIL = re.compile(r"(?<=\S)\s+(?:photo|image|picture|photograph|pic|shot)$")
+_IMAGE_TAIL = re.compile(r"(?<=\S)\s+(?:photo|image|picture|photograph|pic|shot|still|movie|film|"
+                         r"animation|frame|scene)$")
+# "painted in watercolour", "hand-sketched in pencil", "drawn by van gogh": the medium or artist.
+_MADE_IN = re.compile(r"^(?:(?:it|this) (?:was |is |were )?)?(?:hand[- ])?(?:painted|drawn|sketched|done|"
+                      r"rendered|created|made|illustrated|animated) (?:in|with|using|by|from) ")
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -206,6 +240,7 @@ def style_value(raw: str) -> str | None:
     'watercolor painting'), or ``None`` when it names no style."""
     v = strip_look(raw.strip())
     v = re.sub(r"^(?:in|into|to|as|like)\s+", "", v)
+    v = _MADE_IN.sub("", v)
     explicit = False
     for _ in range(2):
         m = _STYLE_OF.match(v) or _WORK_BY.match(v)
@@ -265,6 +300,8 @@ def background_value(v: str) -> str | None:
     v = re.sub(rf"^{alternation(LEX['background_fillers'])}\s+", "", v)
     v = re.sub(r"\s+(?:background|backdrop|colou?r|scene|setting|one)$", "", v)
     v = entity(v)
+    if v in LEX["settings"]:  # "the moon", "mars": named places keep their own form
+        return LEX["settings"][v]
     c = colour_value(v)
     if c is not None:
         return c
@@ -281,11 +318,18 @@ def is_adjective(word: str) -> bool:
     return "ADJ" in parts_of_speech(word) or word in LEX["state_adjectives"]
 
 
+# States whose canonical clause has its own shape ("set the house on fire").
+MULTIWORD_STATES = frozenset({"on fire"})
+
+
 def state_value(v: str, strict: bool = False) -> str | None:
     """An adjective for the generic ``state`` family ('flooded', 'post-apocalyptic'). ``strict``
     (captions like 'flooded street') accepts only the lexicon's state adjectives."""
     v = strip_look(v.strip())
     v = re.sub(r"^(?:all |completely |totally |fully |entirely )", "", v)
+    v = LEX["state_synonyms"].get(v, v)
+    if v in MULTIWORD_STATES:
+        return v
     if v in LEX["state_adjectives"]:
         return v if " " not in v else None  # the canonical shape takes one word ("flooded")
     if strict or len(v.split()) != 1 or not re.fullmatch(r"[a-z][a-z-]+", v):

@@ -97,11 +97,15 @@ _SHAPES: tuple[tuple[str, re.Pattern, dict], ...] = tuple(
         ("add", r"^add (?P<v>.+?) (?:to|next to|behind|under|above|in front of|on top of|around|"
                 r"across|between) (?P<t>the .+)$", {"v": "a", "t": "the"}),
         ("add", r"^add (?P<v>.+)$", {"v": "a"}),
+        ("count", r"^(?:double|triple|halve) the number of (?P<v>\S+(?: \S+){0,3})$", {"v": "plural"}),
+        ("text", r"^write '(?P<v>[^']+)' on the image$", {"v": "quoted"}),
+        ("on fire", r"^set (?P<t>the .+) on fire$", {"t": "the"}),
         ("colour", r"^change the colour of (?P<t>the .+) to (?P<c>.+)$", {"t": "the", "c": "colour"}),
         ("material", r"^make (?P<t>the .+) out of (?P<v>.+)$", {"t": "the", "v": ""}),
         ("clothing", r"^make (?P<t>the .+) wear (?P<v>.+)$", {"t": "the", "v": "a"}),
         ("hair", r"^change the hair(?: of (?P<t>the .+))? to (?P<v>.+)$", {"t": "the", "v": ""}),
         ("expression", r"^change the expression of (?P<t>the .+) to (?P<v>\S+)$", {"t": "the", "v": "word"}),
+        ("background", r"^change the background to (?P<v>the .+)$", {"v": "the"}),
         ("background", r"^change the background to (?P<v>.+)$", {"v": "a"}),
         ("season", r"^change the season to (?:winter|spring|summer|autumn)$", {}),
         ("weather", r"^change the weather to (?P<v>\S+)$", {"v": "word"}),
@@ -135,6 +139,13 @@ def check_clause(clause: str) -> str | None:
                 problem = _noun_phrase(value, article=kind)
             elif kind == "colour":
                 problem = _bare(value)
+            elif kind == "plural":
+                problem = _bare(value) or (None if value.endswith("s") or value.split()[-1] in (
+                    "people", "children", "men", "women", "sheep", "fish", "deer", "mice", "geese")
+                    else f"{value!r} is not a plural noun")
+            elif kind == "quoted":
+                problem = None if value.strip() == value and "  " not in value and value.strip() \
+                    else f"{value!r} is not trimmed text"
             elif kind == "word":
                 problem = None if all(_content_word(w) for w in value.split()) else f"{value!r} is not a word"
             elif kind == "style":

@@ -1,0 +1,108 @@
+"""Conversational context around an edit: what the relaxed reading of :mod:`.rules` may drop or
+resolve when a text does not parse as a whole.
+
+Chatty instructions wrap the edit in clauses that comment on the picture or give a reason:
+"too dark, bump up the brightness", "hey so the lamp kind of ruins this pic, could you take the
+lamp out?", "flip it horizontally so the left side ends up on the right". The relaxed reading
+splits such a text into pieces and keeps the pieces that are edits; a piece may be dropped only
+when it is one of the kinds below, and only beside a piece that is an edit, so a text that says
+nothing the rules can read is still refused as a whole.
+
+- :data:`COMMENTARY`: a statement about the picture ("it looks flat", "colours are too loud",
+  "he blinked"), a complaint ("too dark"), a question ("what would he look like with a beard"),
+  a reason ("for a moody look").
+- :func:`vague_head`: a verb that names no edit, followed by a "so" clause that does ("retouch
+  the skin so it looks smooth", "edit it so the man's eyes are shut"); its object is what "it"
+  means in that clause.
+- :func:`resolve`: "it"/"them" in a piece that does not parse on its own names the thing of the
+  piece before ("I don't want the dog in this shot, please erase it").
+
+The verbs that name no edit live in ``data/lexicon.json`` (``vague_edit_verbs``).
+"""
+from __future__ import annotations
+
+import functools
+import re
+
+from .lexicon import LEX, alternation, lemma, parts_of_speech
+
+_DEGREE = r"(?:(?:way|far|much|a bit|a little|kind of|kinda|sort of|just|so|a tad|bit|still|now|" \
+          r"really|pretty|rather|quite|very|a lot) )*"
+_BE = r"(?:is|are|was|were|'s|'re|looks|look|looked|seems|seem|seemed|feels|feel|felt|appears|" \
+      r"appear|got|gets|get|has gotten|has become|became|kind of looks|just looks)"
+_SUBJECT_PRONOUN = r"(?:i|we|you|they|he|she|it|it's|this|that|everything|everyone|nobody|someone)"
+_DETERMINER = r"(?:the|this|that|these|those|my|our|your|his|her|their|its)"
+_WISH = frozenset("want wants need needs like love wish hope prefer would 'd wonder wondering "
+                  "think mean".split())
+
+# Context pieces, tried in order: (name, regex on the cleaned piece).
+COMMENTARY: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(p)) for name, p in (
+    ("complaint", rf"^(?:(?:it|this|that|it's|its|it is|this is|that's|everything is|way|"
+                  rf"looks|look|kind of|kinda) )*{_DEGREE}too \S+(?: \S+){{0,3}}$"),
+    ("question", r"^(?:what|how|why|where|who|when|which)\b(?! about\b)(?!'s up with)"
+                 r"|^(?:is|isn't|doesn't|don't|didn't|wouldn't|won't|can't|does|do|did) "
+                 r"(?:it|this|that|he|she|they|you)\b(?! (?:be|look|have)\b)"),
+    ("reason", r"^for (?:privacy|fun|insta|instagram|social media|the win|(?:a|an|the|that|some|my|"
+               r"our) .+)$"),
+    ("interjection", r"^(?:ugh|hmm+|oh|ok|okay|yeah|yes|wow|hey|so|um+|uh|oops|ah|meh|nice|cool|"
+                     r"thanks|thank you|great|perfect|awesome)$"),
+    ("statement", rf"^(?:{_SUBJECT_PRONOUN}|{_DETERMINER} [\w'-]+(?: [\w'-]+){{0,2}}|[\w'-]+(?: [\w'-]+)?) "
+                  rf"(?:kind of |kinda |sort of |really |just |totally |so |always |still )?{_BE}"
+                  rf"(?: .+)?$"),
+))
+_PRONOUN_SUBJECT = re.compile(rf"^(?P<s>{_SUBJECT_PRONOUN}) (?:(?:kind of|kinda|sort of|really|just|"
+                              rf"totally|always|still|never|already) )*(?P<v>[\w'-]+)(?: .*)?$")
+_NP_SUBJECT = re.compile(rf"^{_DETERMINER} (?:[\w'-]+ ){{1,3}}?(?:(?:kind of|kinda|sort of|really|"
+                         rf"just|totally|always|still|never|already) )*(?P<v>[\w'-]+)(?: .*)?$")
+
+
+def _finite_verb(word: str) -> bool:
+    """An inflected verb form that needs a subject ('ruins', 'blinked', 'ends'), per
+    lemminflect's dictionary."""
+    if word in _WISH or word.endswith("ing") or "VERB" not in parts_of_speech(word):
+        return False
+    return lemma(word, "VERB") != word
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def is_commentary(piece: str) -> bool:
+    """A piece that comments on the picture or gives a reason instead of asking for an edit."""
+    if any(p.match(piece) for _, p in COMMENTARY):
+        return not re.match(r"^(?:i|we)(?:'d| would)? (?:want|need|like|love|wish|prefer)\b", piece)
+    m = _PRONOUN_SUBJECT.match(piece)
+    if m:
+        s, v = m.group("s"), m.group("v")
+        if v in _WISH or v.startswith(("'d", "'ll", "'m")):
+            return False
+        if s in ("i", "we", "you", "they"):
+            return "VERB" in parts_of_speech(v) and v not in ("do", "can", "could", "should")
+        return _finite_verb(v)
+    m = _NP_SUBJECT.match(piece)
+    return bool(m) and _finite_verb(m.group("v"))
+
+
+_VAGUE = re.compile(rf"^{alternation(LEX['vague_edit_verbs'], inflect=True)}(?: (?P<x>.+?))?"
+                    r"(?: (?:up|a bit|a little|slightly))?$")
+
+
+def vague_head(piece: str) -> str | None:
+    """The object of a verb that names no edit ('retouch the skin' → 'the skin', 'edit it' → 'it'),
+    or ``None`` when ``piece`` is not such a clause."""
+    m = _VAGUE.match(piece)
+    if not m:
+        return None
+    return m.group("x") or "it"
+
+
+_ANAPHOR = re.compile(r"\b(?:it's|it is|they're|they are|its|it|them|they)\b")
+_REPLACEMENT = {"it's": "{} is", "it is": "{} is", "they're": "{} are", "they are": "{} are",
+                "its": "{}'s", "it": "{}", "them": "{}", "they": "{}"}
+
+
+def has_anaphor(piece: str) -> bool:
+    return _ANAPHOR.search(piece) is not None
+
+
+def resolve(piece: str, referent: str) -> str:
+    """``piece`` with its pronouns naming ``referent`` (a noun phrase: 'the skin')."""
+    return _ANAPHOR.sub(lambda m: _REPLACEMENT[m.group(0)].format(referent), piece)
