@@ -39,7 +39,7 @@ and far more when other programs keep the CPUs busy); --threads or $GIE_THREADS 
 examples:
   instructgie demo
   instructgie demo --out demo_out --steps 30 --seed 1
-  instructgie demo --model runs/demo_full --case flip_horizontal --case sepia_sepia
+  instructgie demo --model runs/demo_full --case flip_h --case sepia
 """
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
