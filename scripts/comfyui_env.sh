@@ -42,6 +42,9 @@ _comfyui_env_main() {
   # ComfyUI's own requirements without the torch trio (torchaudio: no build matches; only its audio
   # nodes need it), then this pack's.
   grep -Ev '^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*([<>=!~].*)?$' "$source/requirements.txt" >"$reqs"
+  # ComfyUI 0.8 imports requests at start (app/frontend_management.py) without listing it; it used to
+  # arrive through transformers 4 or diffusers, neither of which brings it now.
+  echo "requests" >>"$reqs"
   local recipe="torch==2.14.1 torchvision==0.29.1"
   want=$( { echo "$recipe"; python3 --version; cat "$reqs" "$repo/requirements.txt"; } | sha256sum | cut -c1-16)
   stamp=$venv/.instructgie-recipe
