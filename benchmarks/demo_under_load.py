@@ -56,7 +56,7 @@ def run_demo(cases: list[str], steps: int, threads: str | None, out: Path) -> tu
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", type=int, default=3, help="how many bundled cases each run edits (default 3 of 9)")
+    ap.add_argument("--cases", type=int, default=3, help="how many bundled cases each run edits (default 3 of the 10)")
     ap.add_argument("--steps", type=int, default=20, help="denoising steps per case (default 20, the demo's)")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved runs of each variant (default 1)")
     ap.add_argument("--load", type=int, default=None, help="busy processes (default: one per available CPU)")
