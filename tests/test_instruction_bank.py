@@ -12,7 +12,7 @@ from gie_core.instruction import BankMatch, InstructionBank, unify, unify_batch,
 from gie_core.instruction.bank import contrast_guard, decode_bank, encode_bank, lexical_similarity
 
 BANK = ["remove the dog", "add a dog", "make the woman older", "make the woman younger",
-        "change the hair of the woman to blonde", "change the weather to snowy",
+        "change the hair of the girl to blonde", "change the weather to snowy",
         "flip the image horizontally", "flip the image vertically", "add two birds"]
 
 
@@ -24,7 +24,7 @@ def test_exact_and_target_filled_matches(similarity):
     assert (m.output, m.snapped, m.reason, m.score) == ("make the woman older", True, "exact", 1.0)
     m = unify_match("blonde hair", bank=BANK, similarity=similarity)  # names no one: the bank does
     assert m.unified == "change the hair to blonde"
-    assert m.output == "change the hair of the woman to blonde" and m.snapped and 0 < m.score <= 1
+    assert m.output == "change the hair of the girl to blonde" and m.snapped and 0 < m.score <= 1
 
 
 @pytest.mark.parametrize("similarity", ["lexical", "embedding"])
@@ -169,8 +169,8 @@ def test_cli_model_bank_json(controlnets, capsys):
     rc, out, err = _cli(["--model", str(controlnets["with"]), "--json", "blonde hair", "add a cat"], capsys)
     assert rc == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
-    assert rows[0]["canonical"] == "change the hair of the woman to blonde" and rows[0]["snapped"]
-    assert rows[0]["match"] == "change the hair of the woman to blonde" and 0 < rows[0]["score"] <= 1
+    assert rows[0]["canonical"] == "change the hair of the girl to blonde" and rows[0]["snapped"]
+    assert rows[0]["match"] == "change the hair of the girl to blonde" and 0 < rows[0]["score"] <= 1
     assert rows[1]["canonical"] == "add a cat" and not rows[1]["snapped"]
     rc, out, err = _cli(["--model", str(controlnets["old"]), "blonde hair"], capsys)
     assert rc == 0 and out.strip() == "change the hair to blonde" and "no instruction bank" in err

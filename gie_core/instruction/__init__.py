@@ -4,8 +4,8 @@ instruction, at training and at inference time, so the text encoder sees one for
 >>> from gie_core.instruction import unify
 >>> unify("Could you please paint the car red?")
 'change the colour of the car to red'
->>> unify("blonde hair", bank=["change the hair of the woman to blonde", "remove the dog"])
-'change the hair of the woman to blonde'
+>>> unify("blonde hair", bank=["change the hair of the girl to blonde", "remove the dog"])
+'change the hair of the girl to blonde'
 """
 from .bank import BankMatch, InstructionBank, model_bank
 from .core import (

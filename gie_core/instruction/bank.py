@@ -5,7 +5,7 @@ its weights file, and the snapping of a new instruction onto the nearest bank en
 
 1. an output already in the bank is kept (``reason="exact"``);
 2. an output that parses is snapped only to a bank entry with the same edits except for a target
-   the input leaves out ("blonde hair" → "change the hair of the woman to blonde" when the bank
+   the input leaves out ("blonde hair" → "change the hair of the girl to blonde" when the bank
    holds that and no other blonde-hair edit); among several, the most similar; never across a
    family, a value, a number or a side;
 3. text the rules leave unparsed is snapped to the most similar bank entry when the similarity

@@ -119,6 +119,35 @@ def removal_target(x: str) -> str | None:
     return ent(t)
 
 
+# The people a pronoun stands for ('him' → 'man', 'her' → 'woman'): an owner that could only
+# have come from a pronoun is left out of what it owns, so "make her hair blonde", "blonde
+# hair" and "make the woman's hair blonde" are one edit (a picture has one such person).
+_DEFAULT_PEOPLE = frozenset(LEX["pronouns"].values())
+_DEFAULT_OWNER = re.compile(rf"^{alternation(_DEFAULT_PEOPLE)}'s (?=\S)")
+
+
+# Removing "the man's hat" and "the woman's hat" are told apart: removal names whose it takes.
+_OWNED_KEPT = frozenset({"remove"})
+
+
+def normalise_edit(e: Edit) -> Edit:
+    """An edit with default-person owners dropped: hair of 'man'/'woman' is just the hair, and
+    "woman's dress" is the dress (except for removals). A person who is the edit's target
+    (expression, age, clothing) is kept."""
+    target, place = e.target, e.place
+    if e.family == "hair" and target in _DEFAULT_PEOPLE:
+        target = None
+    if e.family in _OWNED_KEPT:
+        return e if target == e.target else Edit(e.family, target=target, value=e.value)
+    if target and _DEFAULT_OWNER.match(target):
+        target = _DEFAULT_OWNER.sub("", target)
+    if place and _DEFAULT_OWNER.match(place):
+        place = _DEFAULT_OWNER.sub("", place)
+    if target == e.target and place == e.place:
+        return e
+    return Edit(e.family, target=target, value=e.value, place=place, relation=e.relation)
+
+
 # ----------------------------------------------------------------------------------------------
 # Handlers
 

@@ -13,7 +13,7 @@ count       ``double the number of balloons`` (double / triple / halve)
 colour      ``change the colour of the car to red``
 material    ``make the table out of wood``
 clothing    ``make the man wear a suit``
-hair        ``change the hair of the woman to blonde``
+hair        ``change the hair of the girl to blonde``
 expression  ``change the expression of the man to sad``
 age         ``make the woman older`` / ``make the woman ten years older``
 size        ``make the shapes bigger`` / ``make the tree taller``

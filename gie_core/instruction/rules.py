@@ -11,7 +11,7 @@ import functools
 import re
 
 from . import context
-from .frames import CAPTIONS, FRAMES, REWRITES, Frame
+from .frames import CAPTIONS, FRAMES, REWRITES, Frame, normalise_edit
 from .grammar import Edit, definite
 from .lexicon import LEX, verb_lemma
 from .patterns import compile_pattern, first_words
@@ -258,9 +258,7 @@ def read_relaxed(text: str) -> list[Edit] | None:
     return edits or None
 
 
-def parse_text(text: str) -> list[Edit] | None:
-    """All edits of an instruction, or ``None`` if any clause does not parse (after the relaxed
-    reading of :func:`read_relaxed` has had its chance)."""
+def _parse_edits(text: str) -> list[Edit] | None:
     c = clean(text)
     if not c:
         return None
@@ -276,3 +274,11 @@ def parse_text(text: str) -> list[Edit] | None:
     if whole is not None and len(clauses) == 1:
         return [whole]
     return [parse_clause(cl) for cl in clauses]
+
+
+def parse_text(text: str) -> list[Edit] | None:
+    """All edits of an instruction, or ``None`` if any clause does not parse (after the relaxed
+    reading of :func:`read_relaxed` has had its chance); owners that only a pronoun named are
+    left out (see :func:`~gie_core.instruction.frames.normalise_edit`)."""
+    edits = _parse_edits(text)
+    return [normalise_edit(e) for e in edits] if edits else edits
