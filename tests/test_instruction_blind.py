@@ -111,7 +111,7 @@ _CONTENT_EXEMPT = frozenset(
     "remove replace wear it zoom crop square vignette increase decrease contrast saturation "
     "slightly years older younger bigger smaller brighter darker style next behind under above "
     "front around across between top horizontally vertically clockwise counterclockwise one write set scene "
-    "number".split())
+    "number turn old".split())
 
 
 def _input_forms(text: str) -> set[str]:
@@ -127,7 +127,7 @@ def _input_forms(text: str) -> set[str]:
                           "expression_nouns", "age", "size", "colour_aliases", "state_verbs",
                           "person_hair_adjectives", "style_verbs", "weather_verbs", "age_verbs",
                           "size_verbs", "side_adjectives", "count_words", "state_synonyms",
-                          "settings"):
+                          "settings", "age_nouns", "hair_comparatives"):
                 v = LEX[table].get(f)
                 if isinstance(v, str):
                     forms.update(v.split())

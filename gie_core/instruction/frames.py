@@ -24,6 +24,7 @@ from .lexicon import LEX, alternation, lemma, participle, parts_of_speech, prese
 from .patterns import add_classes
 from .text import entity, head, is_image, resolve_pronoun, valid_entity
 from .values import (
+    age_noun_value,
     age_value,
     background_value,
     classify_global,
@@ -34,6 +35,7 @@ from .values import (
     hair_value,
     is_background,
     material_value,
+    numeric_age,
     person_hair_value,
     setting_value,
     size_value,
@@ -100,7 +102,7 @@ _SOURCE = re.compile(r"^(.+?)\s+(?:from|on|in|off|out of|inside|at|under|next to
 def removal_target(x: str) -> str | None:
     """The thing to remove, without where it is ('the cat on the sofa' → 'cat') unless the place
     tells two things apart ('the man on the left', 'the people in the background')."""
-    t = entity(x)
+    t = entity(re.sub(r"\s+(?:on|in|from|off|out of) (?:it|them|there)$", "", x.strip()))
     if not t:
         return None
     loc = _LOCATOR.search(t)
@@ -249,8 +251,12 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
         m = _PLACE.match(body)
         if m:
             body, relation, place = m.group(1), m.group(2), m.group(3)
+            body = re.sub(r"\s+(?:up|down|out|over|high up|way up)$", "", body)  # "a moon up in the sky"
     relation = LEX["add_relations"].get(relation or "to", "to")
     obj = entity(body)
+    weather = re.sub(r"^(?:an? )?(?:falling|fresh|heavy|light|pouring|driving|gentle|soft) ", "", obj)
+    if weather != obj and weather in _WEATHER_NOUNS:
+        obj = weather  # "add falling snow" is the weather
     counted = count_value(body) if place is None else None
     if counted is not None:  # "make there be twice as many balloons"
         return counted
@@ -355,6 +361,76 @@ def colour_target(x: str) -> str | None:
     return ent(t)
 
 
+def being_aged(x: str, y: str) -> Edit | None:
+    """A person made a child, a teenager or an old man is an age edit."""
+    t = ent(x)
+    if t is None or not is_being(t):
+        return None
+    a = age_noun_value(y)
+    return Edit("age", target=t, value=a) if a else None
+
+
+_SWITCHED = {"on": "on", "off": "off", "switched on": "on", "turned on": "on", "powered on": "on",
+             "switched off": "off", "turned off": "off", "powered off": "off"}
+
+
+def switch_value(x: str, v: str, any_thing: bool = False) -> Edit | None:
+    """'the lamp on' → turn on the lamp. Without a verb that switches, only things that have a
+    switch ('lamp', 'tv', 'street lights') read 'on'/'off' that way ('the hat on' does not)."""
+    value = _SWITCHED.get(strip_look(v.strip()))
+    t = ent(x)
+    if value is None or t is None:
+        return None
+    if not any_thing and t not in LEX["switchables"] and head(t) not in LEX["switchables"] and \
+            " ".join(t.split()[-2:]) not in LEX["switchables"]:
+        return None
+    return Edit("state", target=t, value=value)
+
+
+def h_switch(x: str, p: str, **_) -> Edit | None:
+    """'turn on the lamp', 'switch the tv off'."""
+    return switch_value(x, p, any_thing=True)
+
+
+def h_place_in_setting(x: str, v: str, **_) -> Edit | None:
+    """'put the car underwater', 'move the house to the moon', 'place him in outer space': the
+    thing stays, the scene around it changes."""
+    if ent(resolve_pronoun(x)) is None and not is_image(x):
+        return None
+    return setting_value(v)
+
+
+_SETTING_VALUES = frozenset(LEX["settings"].values())
+_DEFINITE = frozenset("the this that these those his her their its my him them it he she they".split())
+
+
+def h_place_split(xv: str, caption: bool = False, **_) -> Edit | None:
+    """'<thing> <where>' with the split found here ('the car underwater', 'him in outer space').
+    A caption needs a known setting and a thing that is already there ('a house on the moon'
+    adds a house)."""
+    words = xv.split()
+    if not words or not (words[0] in _DEFINITE or (caption and len(words) > 1 and words[1] in (
+            "on", "in", "at", "underwater", "inside"))):
+        return None  # "put a boat on the lake" / "put fireworks in the sky" add them
+    for i in range(1, len(words)):
+        x, v = " ".join(words[:i]), " ".join(words[i:])
+        if not re.match(r"^(?:on|in|at|to|into|onto|inside|underwater|under water|submerged)\b", v):
+            continue
+        e = h_place_in_setting(x, v)
+        if e is not None and (not caption or e.value in _SETTING_VALUES or e.value == "underwater"):
+            return e
+    return None
+
+
+def h_age_to(x: str, amount: str, **_) -> Edit | None:
+    """'age him to 80', 'age the boy up to a teenager', 'him at 80'."""
+    t = ent(x)
+    if t is None or not is_being(t):
+        return None
+    a = numeric_age(amount) or age_noun_value(amount)
+    return Edit("age", target=t, value=a) if a else None
+
+
 def h_change(x: str, y: str, verb: str = "change", **_) -> Edit | None:
     """'change/turn/convert <X> (in)to <Y>'."""
     x, y = x.strip(), y.strip()
@@ -404,6 +480,11 @@ def h_change(x: str, y: str, verb: str = "change", **_) -> Edit | None:
     target = colour_target(x)
     if target is None:
         return None
+    aged = being_aged(xe, y)
+    if aged is not None:  # "turn the man into a child"
+        return aged
+    if verb_lemma(verb) in ("turn", "transform", "convert") and material_value(y) and ent(x):
+        return Edit("material", target=ent(x), value=material_value(y))  # "turn the statue to gold"
     c = colour_value(y)
     if c is not None:
         return Edit("colour", target=target, value=c)
@@ -724,7 +805,7 @@ def drop_measure(y: str) -> str:
 
 
 def _give(x: str, y: str) -> Edit | None:
-    y = re.sub(r"\s+to (?:wear|put on|have|hold)$", "", drop_measure(y))  # "a hat to wear"
+    y = re.sub(r"\s+(?:to (?:wear|put on|have|hold)|on)$", "", drop_measure(y))  # "a hat to wear"
     if x.strip() in ("me", "us"):
         return h_add(y)  # "give me a red car" asks for an object
     if is_image(x):
@@ -828,6 +909,16 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     target = ent(x)
     if target is None:
         return None
+    switched = switch_value(x, v)
+    if switched is not None:
+        return switched
+    if re.match(r"^(?:on|in|at|to|inside|underwater|under water|submerged)\b", v):
+        placed = setting_value(v)  # "make the car underwater", "the house should be on the moon"
+        if placed is not None and (placed.family == "background" or not strict):
+            return placed
+    aged = being_aged(target, v) if not strict else None
+    if aged is not None:
+        return aged
     covered = covered_with(x, v)
     if covered is not None:
         return covered
@@ -933,6 +1024,7 @@ add_classes({
     "updir": rf"(?:{_UP.pattern[4:-2]}|{_DOWN.pattern[4:-2]})",
     "sizenoun": alternation(LEX["size_nouns"]),
     "part": alternation(LEX["body_parts"]),
+    "onoff": r"(?:on|off)",
 })
 
 
@@ -1063,14 +1155,19 @@ FRAMES: tuple[Frame, ...] = (
     Frame("size", "(~scale|~resize) {xv}", h_scale),
     Frame("size", "{verb:sizeverb} {x} [{deg:degree}]", h_size),
     Frame("size", "{direction:updir} the {n:sizenoun} of {x} [{deg:degree}]", h_size_noun),
+    Frame("age", "(~age) {x} [(up|down|forward|back)] (to|into|until) {amount}", h_age_to),
     Frame("age", "(~age) {x} {p:updown}", lambda x, p, **_: h_age_verb(f"age {p}", x)),
     Frame("age", "{verb:ageverb} {x} by {amount} years", h_age_verb),
     Frame("age", "{verb:ageverb} {x}", h_age_verb),
+    Frame("state", "(~turn|~switch|~flick|~click|~power) {p:onoff} {x}", h_switch),
+    Frame("state", "(~turn|~switch|~flick|~click|~power) {x} {p:onoff}", h_switch),
     Frame("state", "{verb:stateverb} {x} [with {stuff}]", h_state_verb),
     Frame("state", "(~make|~have|~let|~get) {x} {verb:stateverb} (his|her|their|its) {part:part}", h_own_part),
     Frame("background", "(~put|~set|~move|~place|~transport|~take|~send|~relocate|~bring) <img> {v}",
           lambda v, **_: setting_value(v)),
-    Frame("material", "(~build|~carve|~sculpt|~craft|~construct|~make|~cast|~mould|~mold|~forge|~redo|"
+    Frame("background", "(~put|~set|~move|~place|~transport|~take|~send|~relocate|~bring|~drop|~teleport|"
+          "~stick|~plop|~throw|~show) {xv}", lambda xv, **_: h_place_split(xv)),
+    Frame("material", "(~build|~rebuild|~carve|~sculpt|~craft|~construct|~make|~cast|~mould|~mold|~forge|~redo|"
           "~recreate|~remake) {x} (out of|from|of|in|with|using) {v}",
           lambda x, v, **_: Edit("material", target=ent(x), value=material_value(v))
           if ent(x) and material_value(v) else None),
@@ -1100,13 +1197,24 @@ add_classes({"vbn": _PARTICIPLE,
                       r"would|can|might|is going to|are going to|is supposed to|are supposed to)"})
 
 REWRITES: tuple[Rewrite, ...] = (
+    Rewrite("has no", "{x} {m:modal} have no {y}", "{x} without {y}"),
+    Rewrite("has not", "{x} (shouldn't|should not|mustn't|must not|can't|cannot|won't|doesn't|does not|"
+            "don't|do not) (have|contain|show|include) [(a|an|any)] {y}", "{x} without the {y}"),
+    Rewrite("has", "{x} {m:modal} have {y}", "{x} with {y}"),
+    Rewrite("where it is", "{y} {m:modal} be where {x} (is|was|are|were|used to be)", "{y} where {x} is"),
+    Rewrite("but it is", "{x} but (it's|it is|they're|they are|as|make it|turned into) {y}", "turn {x} into {y}"),
+    Rewrite("painted it", "(make|have|get) <img> (look|seem) (like|as if|as though) {y} (painted|drew|sketched|"
+            "made|did|created|illustrated) it", "paint it in the style of {y}"),
+    Rewrite("see", "see {y}", "{y}"),
+    Rewrite("gerund", "{p:ing} {rest}", "{p} {rest}"),
     Rewrite("wish for a thing", "{w:wish} there to <be> {y}", "add {y}"),
-    Rewrite("wish for a thing somewhere", "{w:wish} {y} to <be> {rel:rel} {p}", "add {y} {rel} {p}"),
     Rewrite("wish for a state", "{w:wish} [for] {x} to {v}", "make {x} {v}"),
+    Rewrite("wish for a thing somewhere", "{w:wish} {y} to <be> {rel:rel} {p}", "add {y} {rel} {p}"),
     Rewrite("wish", "{w:wish} {y}", "{y}"),
     Rewrite("wish for a state", "{w:wish} {xv}", "make {xv}"),
     Rewrite("question", "(can|could|would|will|should|might|may) {x} (look|appear|seem) {v}", "make {x} look {v}"),
     Rewrite("question", "(can|could|would|will|should|might|may) {x} be {v}", "make {x} {v}"),
+    Rewrite("question", "(can|could|would|will|should|might|may) {x} {v:hasverb} {y}", "make {x} {v} {y}"),
     Rewrite("needs", "[<img>] (needs|need|could use|wants|requires) {y}", "{y}"),
     Rewrite("make it so", "make it so [that] {x} <be> {v}", "make {x} {v}"),
     Rewrite("look like", "(make|have|get) <img> (look|seem|appear) (like|as if|as though) {x} <be> {v}",
@@ -1119,7 +1227,7 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("caption participle", "{x} {p:vbn} [{rest}]", "{p} {x} {rest}"),
     Rewrite("participle caption", "{p:vbn} {rest}", "{p} {rest}"),
     Rewrite("adverb participle caption", "{d} {p:vbn} [{rest}]", "{p} {rest} {d}"),
-    Rewrite("is", "{x} (is|are|'s|looks|look|seems|appears) [now] {v}", "make {x} {v}"),
+    Rewrite("is", "{x} (is|are|'s|was|were|looks|look|seems|appears) [now] {v}", "make {x} {v}"),
     Rewrite("but", "{x}, (but|only|just|except|now|yet|and) [make it] {v}", "make {x} {v}"),
     Rewrite("comma", "{x}, {v}", "make {x} {v}"),
     Rewrite("but", "{x} but {v}", "make {x} {v}"),
@@ -1128,6 +1236,12 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("of the image", "{v} of <img>", "{v}"),
 )
 add_classes({"make": r"(?:make|get|have|let|keep|leave|render)",
+             "hasverb": r"(?:wear|have|hold|get|grow|smile|frown|laugh|cry)",
+             # "(would you mind) putting …": gerunds that are not also nouns ("building", "painting")
+             "ing": alternation({g for ws in LEX["verbs"].values() for w in ws
+                                 for g in [present_participle(w.split()[0])]
+                                 if w.split()[0] not in ("show", "do", "be", "have")
+                                 and "NOUN" not in parts_of_speech(g)}),
              "deverbal": alternation(LEX["deverbal_nouns"])})
 
 
@@ -1135,6 +1249,7 @@ def _caption_with(x: str, y: str, rel: str | None = None, **_) -> Edit | None:
     """'the lake with a boat on it', 'the boy with a dog next to him', 'cat with a bow tie'."""
     if rel is not None:
         return h_add(y, place=x, relation=rel)
+    y = re.sub(r"\s+on$", "", y.strip())  # "the cat with a hat on"
     g = entity(y)
     if is_garment(g) and is_being(entity(x)):
         return h_wear(x, y)
@@ -1154,6 +1269,14 @@ def _caption_without(p: str, x: str, **_) -> Edit | None:
 
 
 CAPTIONS: tuple[Frame, ...] = (
+    Frame("age", "{x} (at|aged|at age|at the age of) {amount}", h_age_to),
+    Frame("state", "{x} {p:onoff}", lambda x, p, **_: switch_value(x, p)),
+    Frame("remove", "{x} (gone|removed|deleted|erased|taken) (from|off|out of) {p}", h_remove),
+    Frame("background", "{y} (for|as) [the] (background|backdrop|bg)", lambda y, **_: h_background(y)),
+    Frame("background", "{v} (setting|scenery|location|surroundings)",
+          lambda v, **_: h_background(v) if entity(v) in LEX["settings"] or head(entity(v)) in LEX["scenes"]
+          else None),
+    Frame("background", "{xv}", lambda xv, **_: h_place_split(xv, caption=True)),
     Frame("weather", "{y} (falling|coming down|pouring down|pouring|raining down|drifting down) "
           "[(from the sky|from above|down)]", lambda y, **_: h_add(y) if entity(y) in _WEATHER_NOUNS else None),
     Frame("count", "{y}", lambda y, **_: count_value(y)),

@@ -15,9 +15,11 @@ material    ``make the table out of wood``
 clothing    ``make the man wear a suit``
 hair        ``change the hair of the girl to blonde``
 expression  ``change the expression of the man to sad``
-age         ``make the woman older`` / ``make the woman ten years older``
+age         ``make the woman older`` / ``make the woman ten years older`` /
+            ``make the man eighty years old`` / ``turn the man into a child``
 size        ``make the shapes bigger`` / ``make the tree taller``
-state       ``make the street flooded`` (any other adjective of a thing) / ``set the house on fire``
+state       ``make the street flooded`` (any other adjective of a thing) / ``set the house on fire`` /
+            ``turn on the lamp``
 background  ``change the background to a beach``
 style       ``make it a watercolor painting`` / ``make it anime style``
 text        ``write 'happy birthday' on the image``
@@ -188,6 +190,10 @@ class Edit:
             return f"change the expression of {definite(t)} to {v}"
         if f == "state" and v == "on fire":
             return f"set {definite(t)} on fire"
+        if f == "state" and v in ("on", "off"):
+            return f"turn {v} {definite(t)}"
+        if f == "age" and v.startswith(("a ", "an ")):
+            return f"turn {definite(t)} into {v}"
         if f in ("age", "size", "state"):
             return f"make {definite(t)} {v}"
         if f == "background":

@@ -119,7 +119,29 @@ def age_value(v: str) -> str | None:
         n = number_value(m.group(1))
         return f"{words_of(n)} years {m.group(2)}" if n and 0 < n < 120 else None
     out = LEX["age"].get(v)
+    if out is None and not deg:
+        return numeric_age(v, bare=False)
     return (f"{deg} {out}" if deg else out) if out else None
+
+
+_AGE_NUMBER = re.compile(r"^(?:to |at |aged? |at age |at the age of |about |around )*(?P<n>\d{1,3}|[a-z]+(?:[ -][a-z]+)?)"
+                         r"(?P<unit>\s*(?:years?|yrs?)(?:[ -]old)?|[ -]year[ -]old|\s*yo|\s*y/o)?$")
+
+
+def numeric_age(v: str, bare: bool = True) -> str | None:
+    """'80 years old' / 'eighty' / 'to 80' → 'eighty years old'. A bare number counts only where
+    the clause is already about age (``bare``: 'age him to 80', 'him at 80')."""
+    m = _AGE_NUMBER.match(v.strip())
+    if not m or not (bare or m.group("unit")):
+        return None
+    n = number_value(m.group("n"))
+    return f"{words_of(n)} years old" if n and 0 < n < 120 else None
+
+
+def age_noun_value(v: str) -> str | None:
+    """'a child' / 'kid' → 'a child', 'an old man' → 'older': what a person is turned into by age."""
+    v = re.sub(r"^(?:an? |the |look like an? |like an? |into an? |be an? )", "", strip_look(v.strip()))
+    return LEX["age_nouns"].get(v)
 
 
 def size_value(v: str) -> str | None:
@@ -131,9 +153,9 @@ def size_value(v: str) -> str | None:
     deg, v = degree(v)
     v = re.sub(r"^(?:more )?(?:big|large)$", "bigger", v)
     out = LEX["size"].get(v)
-    if out is None or v in ("big", "small", "tall", "large", "huge", "tiny", "giant", "enormous"):
+    if out is None or v in ("big", "small", "tall", "large"):
         # A plain adjective ("make the dog big") states a size, not a change of size; only the
-        # comparative is a size edit.
+        # comparative, or a size far from any ("huge", "tiny"), is a size edit.
         return None
     return f"{deg} {out}" if deg else out
 
@@ -146,6 +168,7 @@ def hair_value(v: str) -> str | None:
     v = re.sub(r"^(?:with |to |into |have |be |dyed |coloured |colored )", "", v)
     v = _HAIR_TAIL.sub("", v)
     v = entity(v)
+    v = " ".join(LEX["hair_comparatives"].get(w, w) for w in v.split())  # "longer hair" is long hair
     if not v or len(v.split()) > 4 or not re.fullmatch(r"[\w' -]+", v):
         return None
     v = " ".join(_COLOUR_ALIASES.get(w, w) for w in v.split())
@@ -240,6 +263,7 @@ def style_value(raw: str) -> str | None:
     'watercolor painting'), or ``None`` when it names no style."""
     v = strip_look(raw.strip())
     v = re.sub(r"^(?:in|into|to|as|like)\s+", "", v)
+    v = re.sub(r"^(?:(?:it's|it is|it was) )?(?:straight )?(?:out of|from) (?=an? |the )", "", v)
     v = _MADE_IN.sub("", v)
     explicit = False
     for _ in range(2):

@@ -100,6 +100,8 @@ _SHAPES: tuple[tuple[str, re.Pattern, dict], ...] = tuple(
         ("count", r"^(?:double|triple|halve) the number of (?P<v>\S+(?: \S+){0,3})$", {"v": "plural"}),
         ("text", r"^write '(?P<v>[^']+)' on the image$", {"v": "quoted"}),
         ("on fire", r"^set (?P<t>the .+) on fire$", {"t": "the"}),
+        ("on off", r"^turn (?:on|off) (?P<t>the .+)$", {"t": "the"}),
+        ("age", r"^turn (?P<t>the .+) into (?P<v>an? (?:child|toddler|baby|teenager))$", {"t": "the", "v": "a"}),
         ("colour", r"^change the colour of (?P<t>the .+) to (?P<c>.+)$", {"t": "the", "c": "colour"}),
         ("material", r"^make (?P<t>the .+) out of (?P<v>.+)$", {"t": "the", "v": ""}),
         ("clothing", r"^make (?P<t>the .+) wear (?P<v>.+)$", {"t": "the", "v": "a"}),
@@ -118,7 +120,7 @@ _SHAPES: tuple[tuple[str, re.Pattern, dict], ...] = tuple(
                       r"zoom in on the image|zoom out of the image|crop the image to a square|"
                       r"add a vignette to the image|make the colours of the image (?:warmer|cooler))$", {}),
         ("filter", r"^(?:blur|sharpen|pixelate) (?P<t>the .+)$", {"t": "the"}),
-        ("attribute", r"^make (?P<t>the .+?) (?P<v>(?:slightly |\w+ years )?[\w-]+(?: up| in)?)$",
+        ("attribute", r"^make (?P<t>the .+?) (?P<v>(?:slightly |\w+ years |[\w-]+ years )?[\w-]+(?: up| in)?)$",
          {"t": "the", "v": "word"}),
     ))
 
