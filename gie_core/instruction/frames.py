@@ -417,7 +417,12 @@ def h_place_split(xv: str, caption: bool = False, **_) -> Edit | None:
         if not re.match(r"^(?:on|in|at|to|into|onto|inside|underwater|under water|submerged)\b", v):
             continue
         e = h_place_in_setting(x, v)
-        if e is not None and (not caption or e.value in _SETTING_VALUES or e.value == "underwater"):
+        if e is None:
+            continue
+        # A named setting or underwater always; a scene ("in a forest") only around a person or
+        # an animal ("put the moon in the sky" adds it).
+        if e.value in _SETTING_VALUES or e.value == "underwater" or \
+                (not caption and is_being(entity(resolve_pronoun(x))) and e.value not in ("sky", "skies")):
             return e
     return None
 
@@ -522,7 +527,8 @@ _LEVELS = {
     "warmer": "warmer", "cooler": "cooler", "colder": "cooler",
     "negative": "invert", "inverted": "invert", "upside down": None, "zoomed in": "zoom in",
     "zoomed out": "zoom out", "square": "crop square", "vignetted": "vignette",
-    "mirrored": "flip horizontally", "more exposed": "brighter", "underexposed": "darker",
+    "mirrored": "flip horizontally", "more exposed": "brighter", "more zoomed in": "zoom in",
+    "more zoomed out": "zoom out", "underexposed": "darker",
     "overexposed": "brighter", "less bright": "darker", "less dark": "brighter",
 }
 _DEGREED = ("brighter", "darker", "increase contrast", "decrease contrast", "increase saturation",
@@ -788,7 +794,7 @@ def h_give(xy: str, verb: str = "give", **_) -> Edit | None:
             continue
         if not (re.match(r"^(?:an?|some|the|\w+ hair|\w+ \w+ hair|\w+ (?:expression|look|face))\b", y)
                 or expression_value(y) or hair_owner(y) is not None or re.match(r"^\w+ \w+$", y)
-                or len(y.split()) == 1):
+                or len(y.split()) == 1 or is_image(x)):
             continue
         e = _give(x, y)
         if e is not None and not (e.family == "add" and " " in x and not is_being(x)):
@@ -1093,6 +1099,8 @@ FRAMES: tuple[Frame, ...] = (
     Frame("transform", "(add|apply|put|give <img>) [a] [dark] vignette [(effect|filter)] "
           "[(to|on|around|onto|in) {anything}]", const("transform", "vignette")),
     Frame("transform", "vignette [<img>]", const("transform", "vignette")),
+    Frame("transform", "(~darken|~shade|~fade) [the] (corners|edges) [(of <img>)] [(with|using|by adding) [a] vignette]",
+          const("transform", "vignette")),
     # colour removal and filters that are styles
     Frame("style", "(remove|drop|take out|strip|drain|take away|get rid of) [the] [all] [the] <colour> "
           "[(from|of|in) <img>]", const("style", "black and white")),
@@ -1206,6 +1214,10 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("painted it", "(make|have|get) <img> (look|seem) (like|as if|as though) {y} (painted|drew|sketched|"
             "made|did|created|illustrated) it", "paint it in the style of {y}"),
     Rewrite("see", "see {y}", "{y}"),
+    Rewrite("how it would look", "[see] how {x} (would|will|might|could) look (as|like) {y}", "make {x} look like {y}"),
+    Rewrite("how it would look", "[see] how {x} (would|will|might|could) look with {y}", "give {x} {y}"),
+    Rewrite("the way", "{v} <img> (the way|like|how) {y} (would|would have|did|does|might) [(it|have done it|do it|"
+            "paint it|have painted it|paint)]", "paint it in the style of {y}"),
     Rewrite("gerund", "{p:ing} {rest}", "{p} {rest}"),
     Rewrite("wish for a thing", "{w:wish} there to <be> {y}", "add {y}"),
     Rewrite("wish for a state", "{w:wish} [for] {x} to {v}", "make {x} {v}"),
@@ -1245,6 +1257,13 @@ add_classes({"make": r"(?:make|get|have|let|keep|leave|render)",
              "deverbal": alternation(LEX["deverbal_nouns"])})
 
 
+def _bare_noun(np: str) -> bool:
+    """One or two words naming a thing, with no article ('horse', 'red car'): a caption's slot."""
+    words = np.split()
+    return 0 < len(words) <= 2 and words[0] not in _DEFINITE and words[0] not in ("a", "an", "some") \
+        and valid_entity(np) and not is_image(np)
+
+
 def _caption_with(x: str, y: str, rel: str | None = None, **_) -> Edit | None:
     """'the lake with a boat on it', 'the boy with a dog next to him', 'cat with a bow tie'."""
     if rel is not None:
@@ -1272,6 +1291,8 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("age", "{x} (at|aged|at age|at the age of) {amount}", h_age_to),
     Frame("state", "{x} {p:onoff}", lambda x, p, **_: switch_value(x, p)),
     Frame("remove", "{x} (gone|removed|deleted|erased|taken) (from|off|out of) {p}", h_remove),
+    Frame("replace", "{x} (to|into) {y}", lambda x, y, **_: h_change(x, y, "turn") if _bare_noun(x) and _bare_noun(y)
+          else None),
     Frame("background", "{y} (for|as) [the] (background|backdrop|bg)", lambda y, **_: h_background(y)),
     Frame("background", "{v} (setting|scenery|location|surroundings)",
           lambda v, **_: h_background(v) if entity(v) in LEX["settings"] or head(entity(v)) in LEX["scenes"]
