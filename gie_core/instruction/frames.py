@@ -234,14 +234,44 @@ def h_count(verb: str, x: str, **_) -> Edit | None:
     return count_value(f"{verb_lemma(verb)} {x}")
 
 
-_QUOTED = re.compile(r"^[\'\"](?P<t>[^\'\"]+?)[\'\"]?$")
+_QUOTED = re.compile(r"^[\'\"](?P<t>[^\'\"]+?)[\'\"]?$|^(?P<u>[^\'\"]+?)[\'\"]$")
 
 
-def h_text(v: str, **_) -> Edit | None:
-    """'write "happy birthday" on the photo': the quoted words, as typed (lower-cased)."""
+_POSITION = re.compile(r"^(?:the )?(?:very )?(?:top|bottom|middle|centre|center|corner|top left|top right|"
+                       r"bottom left|bottom right|upper left|upper right|lower left|lower right|left|right|"
+                       r"side|edge)(?: (?:corner|side|edge|part))?(?: of (.+))?$")
+
+
+def text_place(p: str | None) -> str | None | bool:
+    """Where words are written: ``None`` for the image (or a spot on it: 'at the top'), the thing
+    ('the cake' → 'cake'), or ``False`` when ``p`` is neither."""
+    if p is None or is_image(p):
+        return None
+    m = _POSITION.match(p.strip())
+    if m:
+        return text_place(m.group(1)) if m.group(1) else None
+    m = re.match(r"^(?:icing|frosting|chalk|paint|neon|gold|big|large|small|bold|red|white|black) "
+                 r"(?:letters )?(?:on|onto) (.+)$", p.strip())  # "in icing on the cake"
+    if m:
+        return text_place(m.group(1))
+    t = ent(p)
+    return t if t is not None else False
+
+
+def h_text(v: str, p: str | None = None, quoted: bool = True, **_) -> Edit | None:
+    """'write "happy birthday" on the cake': the words, as typed (lower-cased), quoted unless the
+    clause says they are words ('the text hello'); where they go when it is not the image."""
     m = _QUOTED.match(v.strip())
-    words = " ".join(m.group("t").split()) if m else ""
-    return Edit("text", value=words) if words else None
+    if m:
+        words = " ".join((m.group("t") or m.group("u")).split())
+    elif not quoted and re.fullmatch(r"[\w' !&-]{1,40}", v.strip()) and len(v.split()) <= 5:
+        words = " ".join(v.split())
+    else:
+        return None
+    place = text_place(p)
+    if not words or place is False or "'" in words:
+        return None
+    return Edit("text", value=words, place=place)
 
 
 def h_add(y: str, place: str | None = None, relation: str | None = None, **_) -> Edit | None:
@@ -1117,8 +1147,13 @@ FRAMES: tuple[Frame, ...] = (
     Frame("style", "(draw|paint|sketch|render|redo|do) <img> (in|with|using) {v}", _style_only),
     # count and text
     Frame("count", "{verb:countverb} {x}", h_count),
-    Frame("text", "(~write|~add|~put|~overlay|~type|~print|~place|~insert|~stamp) [the] [(text|words|word|"
-          "caption|message|phrase)] [(saying|reading|that says)] {v} [(on|onto|over|across|to|in) <img>]", h_text),
+    Frame("text", "(~write|~add|~put|~overlay|~type|~print|~place|~insert|~stamp|~paint|~spell out) [the] "
+          "(text|words|word|caption|message|phrase|slogan|saying|lettering) [(saying|reading|that says)] {v} "
+          "[(on|onto|over|across|to|in|at|along|under|above) {p}]", lambda v, p=None, **_: h_text(v, p, quoted=False)),
+    Frame("text", "(~write|~add|~put|~overlay|~type|~print|~place|~insert|~stamp|~paint|~spell out) {v} "
+          "[(on|onto|over|across|to|in|at|along|under|above) {p}]", h_text),
+    Frame("text", "(~make|~have|~let|~get|~change|~edit) {p} (say|read|show|display|to say|to read|to show|"
+          "so it says|so it reads|so it shows|so that it says) {v}", lambda v, p, **_: h_text(v, p, quoted=False)),
     # replace
     Frame("replace", "<replace> {x} (with|by|for) {y}", h_replace),
     Frame("replace", "<swap> {x} (for|with|to|into|out for) {y}",
@@ -1214,6 +1249,9 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("painted it", "(make|have|get) <img> (look|seem) (like|as if|as though) {y} (painted|drew|sketched|"
             "made|did|created|illustrated) it", "paint it in the style of {y}"),
     Rewrite("see", "see {y}", "{y}"),
+    Rewrite("says", "{p} {m:modal} (say|read|show|display) {v}", "make {p} say {v}"),
+    Rewrite("colon", "{x}: {v}", "make {x} {v}"),
+    Rewrite("but as", "{x}, but (as|it's|it is|turned into|make it) {y}", "turn {x} into {y}"),
     Rewrite("how it would look", "[see] how {x} (would|will|might|could) look (as|like) {y}", "make {x} look like {y}"),
     Rewrite("how it would look", "[see] how {x} (would|will|might|could) look with {y}", "give {x} {y}"),
     Rewrite("the way", "{v} <img> (the way|like|how) {y} (would|would have|did|does|might) [(it|have done it|do it|"
@@ -1302,6 +1340,11 @@ CAPTIONS: tuple[Frame, ...] = (
           "[(from the sky|from above|down)]", lambda y, **_: h_add(y) if entity(y) in _WEATHER_NOUNS else None),
     Frame("count", "{y}", lambda y, **_: count_value(y)),
     Frame("text", "(text|words|caption) {v}", h_text),
+    Frame("text", "{v} (text|words|caption|lettering) [(on|onto|over|across|to|in|at|along) {p}]", h_text),
+    Frame("text", "{p} (that says|that reads|saying|reading|with the text|with the words|with the word) {v}",
+          lambda v, p, **_: h_text(v, p, quoted=False)),
+    Frame("text", "{p} with {v}", h_text),
+    Frame("text", "{p}: {v}", h_text),
     Frame("remove", "(no|without|minus|sans|lose|bye|bye bye) [more] [the] {x}", h_remove),
     Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
     Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),

@@ -22,7 +22,7 @@ state       ``make the street flooded`` (any other adjective of a thing) / ``set
             ``turn on the lamp``
 background  ``change the background to a beach``
 style       ``make it a watercolor painting`` / ``make it anime style``
-text        ``write 'happy birthday' on the image``
+text        ``write 'happy birthday' on the image`` / ``write 'sale' on the sign``
 season      ``change the season to winter``
 weather     ``change the weather to snowy``
 time        ``change the time of day to night``
@@ -177,7 +177,7 @@ class Edit:
         if f == "count":
             return f"{v} the number of {t}"
         if f == "text":
-            return f"write '{v}' on the image"
+            return f"write '{v}' on {definite(self.place) if self.place else 'the image'}"
         if f == "colour":
             return f"change the colour of {definite(t)} to {v}"
         if f == "material":

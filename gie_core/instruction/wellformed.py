@@ -98,7 +98,7 @@ _SHAPES: tuple[tuple[str, re.Pattern, dict], ...] = tuple(
                 r"across|between) (?P<t>the .+)$", {"v": "a", "t": "the"}),
         ("add", r"^add (?P<v>.+)$", {"v": "a"}),
         ("count", r"^(?:double|triple|halve) the number of (?P<v>\S+(?: \S+){0,3})$", {"v": "plural"}),
-        ("text", r"^write '(?P<v>[^']+)' on the image$", {"v": "quoted"}),
+        ("text", r"^write '(?P<v>[^']+)' on (?:the image|(?P<t>the .+))$", {"v": "quoted", "t": "the"}),
         ("on fire", r"^set (?P<t>the .+) on fire$", {"t": "the"}),
         ("on off", r"^turn (?:on|off) (?P<t>the .+)$", {"t": "the"}),
         ("age", r"^turn (?P<t>the .+) into (?P<v>an? (?:child|toddler|baby|teenager))$", {"t": "the", "v": "a"}),
