@@ -49,6 +49,19 @@ COMMENTARY: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(p)) for
     ("statement", rf"^(?:{_SUBJECT_PRONOUN}|{_DETERMINER} [\w'-]+(?: [\w'-]+){{0,2}}|[\w'-]+(?: [\w'-]+)?) "
                   rf"(?:kind of |kinda |sort of |really |just |totally |so |always |still )?{_BE}"
                   rf"(?: .+)?$"),
+    # "he's a stranger", "it's a bit soft", "that's the vibe"
+    ("contracted statement", r"^(?:he's|she's|they're|that's|it's|we're|you're|i'm|there's no|he is|she is|"
+                             r"they are|that is)\b"),
+    # "would make it way happier", "will look great": what the edit would do
+    ("outcome", r"^(?:would|will|it'd|it would|that'd|that would|this would|that will|it will|should)\b"
+                r"(?! you\b)(?! u\b)"),
+    ("simile", r"^(?:like|as if|as though|kind of like|sort of like) (?:after|before|in|an?|the|it|some|"
+               r"one|those|a scene|from)\b"),
+    ("aim", r"^(?:going for|aiming for|trying to get|want(?:ing)? to get) (?:a|an|the|that|some|more)\b|"
+            r"^(?:going|aiming|trying|shooting)$"),
+    ("ability", r"^(?:(?:can|could|would|will) (?:you|u) )?(?:do|manage|handle) (?:that|this|it)$|"
+                r"^(?:is that|would that be) (?:possible|ok|okay|doable)$"),
+    ("thanks", r"^(?:thanks|thank you|thx|ty|cheers|much appreciated|appreciate it)(?: .+)?$"),
 ))
 _PRONOUN_SUBJECT = re.compile(rf"^(?P<s>{_SUBJECT_PRONOUN}) (?:(?:kind of|kinda|sort of|really|just|"
                               rf"totally|always|still|never|already) )*(?P<v>[\w'-]+)(?: .*)?$")
@@ -78,7 +91,12 @@ def is_commentary(piece: str) -> bool:
             return "VERB" in parts_of_speech(v) and v not in ("do", "can", "could", "should")
         return _finite_verb(v)
     m = _NP_SUBJECT.match(piece)
+    if m and m.group("v") in _MODALS:
+        return True  # "my kids would love it"
     return bool(m) and _finite_verb(m.group("v"))
+
+
+_MODALS = frozenset("would will could can might should must".split())
 
 
 _VAGUE = re.compile(rf"^{alternation(LEX['vague_edit_verbs'], inflect=True)}(?: (?P<x>.+?))?"

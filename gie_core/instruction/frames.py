@@ -102,7 +102,11 @@ _SOURCE = re.compile(r"^(.+?)\s+(?:from|on|in|off|out of|inside|at|under|next to
 def removal_target(x: str) -> str | None:
     """The thing to remove, without where it is ('the cat on the sofa' → 'cat') unless the place
     tells two things apart ('the man on the left', 'the people in the background')."""
-    t = entity(re.sub(r"\s+(?:on|in|from|off|out of) (?:it|them|there)$", "", x.strip()))
+    t = entity(re.sub(r"\s+(?:on|in|from|off|out of|in front of|behind|next to|beside|near|under|above) "
+                      r"(?:it|them|there)$", "", x.strip()))
+    m = re.match(r"^(.+?) (?:on|from|off|off of) (him|her)$", t)
+    if m and is_garment(entity(m.group(1))):  # "the tie on him"
+        return f"{resolve_pronoun(m.group(2))}'s {entity(m.group(1))}"
     if not t:
         return None
     loc = _LOCATOR.search(t)
@@ -139,6 +143,8 @@ def normalise_edit(e: Edit) -> Edit:
     target, place = e.target, e.place
     if e.family == "hair" and target in _DEFAULT_PEOPLE:
         target = None
+    if e.family == "expression" and target:  # "make her face sad": the person's expression
+        target = re.sub(r"^(.+?)'s (?:face|expression|mouth|facial expression)$", r"\1", target)
     if e.family in _OWNED_KEPT:
         return e if target == e.target else Edit(e.family, target=target, value=e.value)
     if target and _DEFAULT_OWNER.match(target):
@@ -449,10 +455,10 @@ def h_place_split(xv: str, caption: bool = False, **_) -> Edit | None:
         e = h_place_in_setting(x, v)
         if e is None:
             continue
-        # A named setting or underwater always; a scene ("in a forest") only around a person or
-        # an animal ("put the moon in the sky" adds it).
+        # A named setting or underwater always; a scene ("on a racetrack") after a verb, not the
+        # sky ("put the moon in the sky" adds it).
         if e.value in _SETTING_VALUES or e.value == "underwater" or \
-                (not caption and is_being(entity(resolve_pronoun(x))) and e.value not in ("sky", "skies")):
+                (not caption and e.value not in ("sky", "skies", "a sky")):
             return e
     return None
 
@@ -682,8 +688,12 @@ def h_rotate(verb: str, amount: str, **_) -> Edit | None:
     return Edit("transform", value=f"rotate {d} degrees {'clockwise' if clockwise else 'counterclockwise'}")
 
 
-def h_zoom(direction: str, **_) -> Edit | None:
-    return Edit("transform", value="zoom in" if direction in ("in", "into", "closer") else "zoom out")
+def h_zoom(direction: str, x: str | None = None, **_) -> Edit | None:
+    value = "zoom in" if direction in ("in", "into", "closer") else "zoom out"
+    if x is None or is_image(x):
+        return Edit("transform", value=value)
+    t = ent(x)
+    return Edit("transform", target=t, value=value) if t and value == "zoom in" else None
 
 
 def const(family: str, value: str) -> Handler:
@@ -1117,6 +1127,9 @@ FRAMES: tuple[Frame, ...] = (
     Frame("transform", "(zoom|zoom way|punch) {direction:zoomdir} [(on|of|from|to|into|at|onto)] [<img>] "
           "[(a bit|a little|slightly)]", h_zoom),
     Frame("transform", "zoom <img> {direction:zoomdir}", h_zoom),
+    Frame("transform", "(zoom|punch|push) {direction:zoomdir} (on|to|into|onto|at|towards) {x} [(a bit|a little|slightly)]",
+          h_zoom),
+    Frame("transform", "(zoom|punch|push) (into|onto) {x}", lambda x, **_: h_zoom("in", x)),
     Frame("transform", "(warm|warm up|heat up) [the] [(colors|colours|tones|white balance|colour temperature|"
           "color temperature)] [(of|in) <img>] [<img>]",
           const("transform", "warmer")),
@@ -1135,6 +1148,8 @@ FRAMES: tuple[Frame, ...] = (
     Frame("style", "(remove|drop|take out|strip|drain|take away|get rid of) [the] [all] [the] <colour> "
           "[(from|of|in) <img>]", const("style", "black and white")),
     Frame("style", "desaturate [<img>] [(completely|fully|entirely)]", const("style", "black and white")),
+    Frame("style", "(~take|~drain|~suck|~strip|~pull) [(all|every bit of)] [the] <colour> out [(of <img>)]",
+          const("style", "black and white")),
     Frame("style", "(draw|show|keep) only the (outline|outlines|edges|contours|contour) [of <img>]",
           const("style", "line drawing")),
     Frame("style", "(apply|add|use|put|give <img>) [(a|an)] {v} (filter|effect|tone|tint|look|finish|overlay) "
@@ -1147,6 +1162,10 @@ FRAMES: tuple[Frame, ...] = (
     Frame("style", "(draw|paint|sketch|render|redo|do) <img> (in|with|using) {v}", _style_only),
     # count and text
     Frame("count", "{verb:countverb} {x}", h_count),
+    Frame("count", "(~reduce|~lower|~decrease|~cut|~cut down on|~cut down|~thin out|~lessen) the (number|amount|count) "
+          "of {x}", lambda x, **_: count_value(f"reduce {x}")),
+    Frame("count", "(~remove|~delete|~erase|~take out|~get rid of) (some|a few|a couple|half) of {x}",
+          lambda x, **_: count_value(f"reduce {x}")),
     Frame("text", "(~write|~add|~put|~overlay|~type|~print|~place|~insert|~stamp|~paint|~spell out) [the] "
           "(text|words|word|caption|message|phrase|slogan|saying|lettering) [(saying|reading|that says)] {v} "
           "[(on|onto|over|across|to|in|at|along|under|above) {p}]", lambda v, p=None, **_: h_text(v, p, quoted=False)),
@@ -1232,23 +1251,30 @@ add_classes({"change": alternation(LEX["verbs"]["change"], inflect=True)})
 _PARTICIPLES = {f: v for v in LEX["participle_verbs"] for f in {participle(v)}}
 _PARTICIPLE = alternation(_PARTICIPLES)
 add_classes({"vbn": _PARTICIPLE,
-             "wish": r"(?:(?:i|we)(?:'d| would)?(?: really| just| also)? (?:want|like|love|prefer|need|"
-                     r"wish|hope|expect)|(?:i'm|i am|we're|we are) (?:looking for|hoping for)|"
-                     r"(?:i|we)(?:'d| would) (?:like|love) (?:it if|to see|to have|to get)|"
-                     r"(?:i|we) (?:want|need) to (?:see|have|get))",
+             # longest first: the first alternative that lets the rest match wins
+             "wish": r"(?:(?:i|we)(?:'d| would)(?: really)? (?:like|love) (?:it if|to see|to have|to get)|"
+                     r"(?:i|we) (?:want|need) to (?:see|have|get)|"
+                     r"(?:i|we)(?:'d| would) rather(?: have| see| get)?|"
+                     r"(?:i|we)(?:'d| would)?(?: really| just| also)? (?:want|like|love|prefer|need|"
+                     r"wish|hope|expect)|(?:i'm|i am|we're|we are) (?:looking for|hoping for))",
              "modal": r"(?:should|must|needs to|need to|has to|have to|ought to|will|shall|could|"
                       r"would|can|might|is going to|are going to|is supposed to|are supposed to)"})
 
 REWRITES: tuple[Rewrite, ...] = (
     Rewrite("has no", "{x} {m:modal} have no {y}", "{x} without {y}"),
     Rewrite("has not", "{x} (shouldn't|should not|mustn't|must not|can't|cannot|won't|doesn't|does not|"
-            "don't|do not) (have|contain|show|include) [(a|an|any)] {y}", "{x} without the {y}"),
+            "don't|do not) (have|contain|show|include) {y}", "{x} without {dy}"),
     Rewrite("has", "{x} {m:modal} have {y}", "{x} with {y}"),
     Rewrite("where it is", "{y} {m:modal} be where {x} (is|was|are|were|used to be)", "{y} where {x} is"),
     Rewrite("but it is", "{x} but (it's|it is|they're|they are|as|make it|turned into) {y}", "turn {x} into {y}"),
     Rewrite("painted it", "(make|have|get) <img> (look|seem) (like|as if|as though) {y} (painted|drew|sketched|"
             "made|did|created|illustrated) it", "paint it in the style of {y}"),
     Rewrite("see", "see {y}", "{y}"),
+    Rewrite("needs", "{p} (needs|could use|is missing|lacks|should get) {y}", "add {y} to {dp}"),
+    Rewrite("should go", "{x} {m:modal} (go|disappear|vanish|leave|be gone|be removed|be deleted|be erased|"
+            "go away)", "remove {x}"),
+    Rewrite("dash", "{x} (-|:) (remove|delete|erase|gone)", "remove {x}"),
+    Rewrite("for her", "{y} for {x:someone}", "give {x} {y}"),
     Rewrite("says", "{p} {m:modal} (say|read|show|display) {v}", "make {p} say {v}"),
     Rewrite("colon", "{x}: {v}", "make {x} {v}"),
     Rewrite("but as", "{x}, but (as|it's|it is|turned into|make it) {y}", "turn {x} into {y}"),
@@ -1283,10 +1309,12 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("but", "{x} but {v}", "make {x} {v}"),
     Rewrite("as", "{x} (as|like|turned into|transformed into|into) {y}", "turn {x} into {y}"),
     Rewrite("as", "(as|like|in|into) {y}", "make it {y}"),
-    Rewrite("of the image", "{v} of <img>", "{v}"),
+    # "… of the photo" (not "in front of it": "it" alone is the thing before)
+    Rewrite("of the image", "{v} of (the|this|that|my|your|our|whole|entire) <img>", "{v}"),
 )
 add_classes({"make": r"(?:make|get|have|let|keep|leave|render)",
              "hasverb": r"(?:wear|have|hold|get|grow|smile|frown|laugh|cry)",
+             "someone": r"(?:him|her|them|the (?:man|woman|boy|girl|baby|child|kid|person|guy|lady))",
              # "(would you mind) putting …": gerunds that are not also nouns ("building", "painting")
              "ing": alternation({g for ws in LEX["verbs"].values() for w in ws
                                  for g in [present_participle(w.split()[0])]
@@ -1312,12 +1340,15 @@ def _caption_with(x: str, y: str, rel: str | None = None, **_) -> Edit | None:
         return h_wear(x, y)
     if is_being(entity(x)):  # "the man with a beard", "girl with blonde hair": give them it
         return _give(x, y)
+    if re.match(r"^(?:an?|some|\d+|two|three|four|five)\b", y) or _bare_noun(y):
+        return h_add(y, place=x)  # "the lake with a boat", "yard + snowman"
     return None
 
 
 def _caption_without(p: str, x: str, **_) -> Edit | None:
     """'the sofa without the cat' → remove the cat; 'the man without his hat' / 'him without a
     beard' → remove the man's hat / beard (what a person wears or grows is theirs)."""
+    x = re.sub(r"\s+on$", "", x.strip())  # "he shouldn't have a tie on"
     owner, thing = ent(resolve_pronoun(p)), entity(x)
     if owner and is_being(owner) and (is_garment(thing) or head(thing) in LEX["facial_hair"]) \
             and "'s" not in thing:
@@ -1359,6 +1390,8 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("rotate", "(rotation|rotate) [by] {amount}", lambda amount, **_: h_rotate("rotate", amount)),
     Frame("transform", "{v} (crop|cropped|format)", lambda v, **_: Edit("transform", value="crop square")
           if v == "square" else None),
+    Frame("transform", "[(a|an)] (closer view|close-up|closeup|close up|closer shot|tighter shot|zoomed-in view|"
+          "zoomed in view) (of|on) {x}", lambda x, **_: h_zoom("in", x)),
     Frame("transform", "[a] vignette [(effect|filter)] [(on|to|around|in|over) {anything}]",
           const("transform", "vignette")),
     Frame("transform", "{v} <img>", lambda v, **_: _image_level(v) or classify_global(v)),

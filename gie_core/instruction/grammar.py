@@ -9,7 +9,7 @@ family      canonical clause
 replace     ``replace the cat with a dog``
 remove      ``remove the car``
 add         ``add a moon to the sky`` / ``add a dog``
-count       ``double the number of balloons`` (double / triple / halve)
+count       ``double the number of balloons`` (double / triple / halve / reduce)
 colour      ``change the colour of the car to red``
 material    ``make the table out of wood``
 clothing    ``make the man wear a suit``
@@ -207,6 +207,8 @@ class Edit:
             return f"change the weather to {v}"
         if f == "time":
             return f"change the time of day to {v}"
+        if t is not None and v == "zoom in":
+            return f"zoom in on {definite(t)}"
         if t is not None:  # a local filter: "blur the background", "pixelate the man's face"
             return f"{v} {definite(t)}"
         return render_transform(v)

@@ -71,6 +71,11 @@ def _rewrite(template: str, slots: dict) -> str | None:
         slots = {**slots, "p": verb_lemma(slots["p"]) or slots["p"]}
     if "n" in slots:  # a noun made from a verb stands for it: "whitening" -> "whiten"
         slots = {**slots, "n": LEX["deverbal_nouns"].get(slots["n"], slots["n"])}
+    for name in ("p", "y"):  # {dp}/{dy}: the slot with an article ("add a car to the driveway")
+        if "{d" + name + "}" in template and name in slots:
+            v = re.sub(r"^(?:a|an|any|some) ", "", slots[name])
+            slots = {**slots, "d" + name: v if re.match(r"^(?:the|this|that|these|those|his|her|their|its|my|"
+                                                         r"him|them|it)\b", v) else "the " + v}
     if "v" in slots:  # "make the car be red" -> "make the car red"
         slots = {**slots, "v": re.sub(r"^be\s+", "", slots["v"])}
     out = re.sub(r"\{(\w+)\}", lambda m: slots.get(m.group(1), ""), template)

@@ -22,7 +22,9 @@ _POLITE_SUFFIX = re.compile(rf"[\s,]*\b{alternation(LEX['politeness_suffixes'])}
 _EDGE_PUNCT = "\"'.,;:!?()[]{}…。、，！？ "
 # Symbols users type for words; replaced before anything else reads the text.
 _SYMBOLS = ((re.compile(r"(\d)\s*°"), r"\1 degrees"), (re.compile(r"\s&\s"), " and "),
-            (re.compile(r"\bb&w\b"), "black and white"))
+            (re.compile(r"\bb&w\b"), "black and white"),
+            # "yard + snowman" is the yard with a snowman; "+hat" adds one
+            (re.compile(r"(?<=\w)\s+\+\s+(?=\w)"), " with "), (re.compile(r"^\+\s*(?=[a-z])"), "add "))
 # Chat spellings ("u", "w/", "→") stand for words; whole words only.
 _CHAT = LEX["chat_spellings"]
 _CHAT_RE = re.compile(rf"(?<![\w/'-]){alternation(_CHAT)}(?![\w/'-])")
@@ -168,6 +170,15 @@ def resolve_pronoun(word: str) -> str:
     return _PRONOUNS.get(word, word)
 
 
+_ING_BEFORE_PLACE = re.compile(r"(?<=\S) ([a-z]+ing)(?= (?:on|in|at|across|over|above|under|through|along|"
+                               r"around|into|onto|near|beside|behind|inside|up|down|from)\b|$)")
+
+
+def _drop_participle(m: re.Match) -> str:
+    """Drop a verb's -ing form that is only a verb ('arching', 'hovering'; not 'painting')."""
+    return "" if parts_of_speech(m.group(1)) == frozenset({"VERB"}) else m.group(0)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def entity(text: str) -> str:
     """Normalise a noun phrase: no leading article/demonstrative, no 'from the picture' tail, no
@@ -193,6 +204,8 @@ def entity(text: str) -> str:
         return ""
     text = _ALIAS_RE.sub(lambda m: _ALIASES[m.group(0)], text)  # one spelling of locators, synonyms
     text = _POSTURE.sub("", text)
+    if "ing" in text:  # "a rainbow arching across the sky": how it is there, not what it is
+        text = _ING_BEFORE_PLACE.sub(_drop_participle, text)
     m = _SIDE_ADJ.match(text)
     if m and len(m.group(1).split()) <= 2:  # "the left man" -> "man on the left"
         text = f"{m.group(1)} {LEX['side_adjectives'][text.split()[0]]}"

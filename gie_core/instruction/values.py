@@ -141,7 +141,7 @@ def numeric_age(v: str, bare: bool = True) -> str | None:
 def age_noun_value(v: str) -> str | None:
     """'a child' / 'kid' → 'a child', 'an old man' → 'older': what a person is turned into by age."""
     v = re.sub(r"^(?:an? |the |look like an? |like an? |into an? |be an? )", "", strip_look(v.strip()))
-    return LEX["age_nouns"].get(v)
+    return LEX["age_nouns"].get(v) or numeric_age(v, bare=False)  # "an 80-year-old"
 
 
 def size_value(v: str) -> str | None:

@@ -97,7 +97,7 @@ _SHAPES: tuple[tuple[str, re.Pattern, dict], ...] = tuple(
         ("add", r"^add (?P<v>.+?) (?:to|next to|behind|under|above|in front of|on top of|around|"
                 r"across|between) (?P<t>the .+)$", {"v": "a", "t": "the"}),
         ("add", r"^add (?P<v>.+)$", {"v": "a"}),
-        ("count", r"^(?:double|triple|halve) the number of (?P<v>\S+(?: \S+){0,3})$", {"v": "plural"}),
+        ("count", r"^(?:double|triple|halve|reduce) the number of (?P<v>\S+(?: \S+){0,3})$", {"v": "plural"}),
         ("text", r"^write '(?P<v>[^']+)' on (?:the image|(?P<t>the .+))$", {"v": "quoted", "t": "the"}),
         ("on fire", r"^set (?P<t>the .+) on fire$", {"t": "the"}),
         ("on off", r"^turn (?:on|off) (?P<t>the .+)$", {"t": "the"}),
@@ -120,6 +120,7 @@ _SHAPES: tuple[tuple[str, re.Pattern, dict], ...] = tuple(
                       r"zoom in on the image|zoom out of the image|crop the image to a square|"
                       r"add a vignette to the image|make the colours of the image (?:warmer|cooler))$", {}),
         ("filter", r"^(?:blur|sharpen|pixelate) (?P<t>the .+)$", {"t": "the"}),
+        ("zoom", r"^zoom in on (?P<t>the .+)$", {"t": "the"}),
         ("attribute", r"^make (?P<t>the .+?) (?P<v>(?:slightly |\w+ years |[\w-]+ years )?[\w-]+(?: up| in)?)$",
          {"t": "the", "v": "word"}),
     ))
