@@ -117,6 +117,17 @@ _REPLACEMENT = {"it's": "{} is", "it is": "{} is", "they're": "{} are", "they ar
                 "its": "{}'s", "it": "{}", "them": "{}", "they": "{}"}
 
 
+_SUBJECT_NP = re.compile(rf"^(?P<np>(?:the|this|that|my|our|his|her|their) [\w'-]+(?: [\w'-]+)?) "
+                         rf"(?:kind of |kinda |sort of |really |just |so |still )?{_BE}\b")
+
+
+def commentary_subject(piece: str) -> str | None:
+    """The thing a comment is about ('the lake looks kind of empty' → 'the lake'): what "it" means
+    in the edit that follows."""
+    m = _SUBJECT_NP.match(piece)
+    return m.group("np") if m else None
+
+
 def has_anaphor(piece: str) -> bool:
     return _ANAPHOR.search(piece) is not None
 

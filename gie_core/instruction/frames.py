@@ -264,6 +264,12 @@ def text_place(p: str | None) -> str | None | bool:
     return t if t is not None else False
 
 
+def _carries_text(p: str) -> bool:
+    """A thing that usually bears words (a sign, a banner, a licence plate)."""
+    t = entity(p)
+    return t in LEX["text_carriers"] or head(t) in LEX["text_carriers"]
+
+
 def h_text(v: str, p: str | None = None, quoted: bool = True, **_) -> Edit | None:
     """'write "happy birthday" on the cake': the words, as typed (lower-cased), quoted unless the
     clause says they are words ('the text hello'); where they go when it is not the image."""
@@ -452,6 +458,9 @@ def h_place_split(xv: str, caption: bool = False, **_) -> Edit | None:
         x, v = " ".join(words[:i]), " ".join(words[i:])
         if not re.match(r"^(?:on|in|at|to|into|onto|inside|underwater|under water|submerged)\b", v):
             continue
+        named = re.search(r"\s(?:setting|scene|environment|surroundings)$", v)
+        if named:  # "the armchair in a living room setting" names the place as the setting
+            v, caption = v[:named.start()], False
         e = h_place_in_setting(x, v)
         if e is None:
             continue
@@ -1189,7 +1198,9 @@ FRAMES: tuple[Frame, ...] = (
     Frame("background", "(make|set|paint|color|colour) [the] (background|backdrop|bg) {v}", h_background),
     Frame("background", "(use|give it|add|apply|choose|pick|put|set|give <img>) [(a|an)] {v} "
           "(background|backdrop)", h_background),
-    # remove
+    # remove ("take ten years off her" is her age)
+    Frame("age", "(~take|~knock|~shave) {amount} years off [of] {x}",
+          lambda amount, x, **_: h_age_verb("de-age", x, amount)),
     Frame("remove", "<remove> {x}", h_remove),
     Frame("remove", "(~take|~get|~cut|~wipe|~clone|~edit|~paint|~photoshop|~erase|~clear|~scrub|~crop|~rub) "
           "{x} (out|off|away) [(of|from) {p}]", h_remove),
@@ -1224,6 +1235,10 @@ FRAMES: tuple[Frame, ...] = (
     Frame("state", "(~turn|~switch|~flick|~click|~power) {p:onoff} {x}", h_switch),
     Frame("state", "(~turn|~switch|~flick|~click|~power) {x} {p:onoff}", h_switch),
     Frame("state", "{verb:stateverb} {x} [with {stuff}]", h_state_verb),
+    Frame("state", "(~light|~illuminate|~fill) {x} (with|by|using) {v}",
+          lambda x, v, **_: Edit("state", target=ent(x), value=LEX["light_sources"][entity(v)])
+          if ent(x) and entity(v) in LEX["light_sources"] else None),
+
     Frame("state", "(~make|~have|~let|~get) {x} {verb:stateverb} (his|her|their|its) {part:part}", h_own_part),
     Frame("background", "(~put|~set|~move|~place|~transport|~take|~send|~relocate|~bring) <img> {v}",
           lambda v, **_: setting_value(v)),
@@ -1253,6 +1268,7 @@ _PARTICIPLE = alternation(_PARTICIPLES)
 add_classes({"vbn": _PARTICIPLE,
              # longest first: the first alternative that lets the rest match wins
              "wish": r"(?:(?:i|we)(?:'d| would)(?: really)? (?:like|love) (?:it if|to see|to have|to get)|"
+                     r"(?:can|could|may) (?:we|i) (?:get|have|see)|"
                      r"(?:i|we) (?:want|need) to (?:see|have|get)|"
                      r"(?:i|we)(?:'d| would) rather(?: have| see| get)?|"
                      r"(?:i|we)(?:'d| would)?(?: really| just| also)? (?:want|like|love|prefer|need|"
@@ -1269,6 +1285,12 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("but it is", "{x} but (it's|it is|they're|they are|as|make it|turned into) {y}", "turn {x} into {y}"),
     Rewrite("painted it", "(make|have|get) <img> (look|seem) (like|as if|as though) {y} (painted|drew|sketched|"
             "made|did|created|illustrated) it", "paint it in the style of {y}"),
+    Rewrite("painted it", "{v} <img> (like|as if|as though) {y} (painted|drew|sketched|made|did|created|illustrated) it",
+            "paint it in the style of {y}"),
+    Rewrite("the sun is", "[(make|have|get) <img> (look|seem) (like|as if|as though)] the sun (is|was) (setting|going down)",
+            "make it sunset"),
+    Rewrite("the sun is", "[(make|have|get) <img> (look|seem) (like|as if|as though)] the sun (is|was) (rising|coming up)",
+            "make it sunrise"),
     Rewrite("see", "see {y}", "{y}"),
     Rewrite("needs", "{p} (needs|could use|is missing|lacks|should get) {y}", "add {y} to {dp}"),
     Rewrite("should go", "{x} {m:modal} (go|disappear|vanish|leave|be gone|be removed|be deleted|be erased|"
@@ -1375,7 +1397,7 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("text", "{p} (that says|that reads|saying|reading|with the text|with the words|with the word) {v}",
           lambda v, p, **_: h_text(v, p, quoted=False)),
     Frame("text", "{p} with {v}", h_text),
-    Frame("text", "{p}: {v}", h_text),
+    Frame("text", "{p}: {v}", lambda v, p, **_: h_text(v, p, quoted=not _carries_text(p))),
     Frame("remove", "(no|without|minus|sans|lose|bye|bye bye) [more] [the] {x}", h_remove),
     Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
     Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),

@@ -252,7 +252,8 @@ def read_relaxed(text: str) -> list[Edit] | None:
                     memo[key] = [None] + rest
                     break
             else:
-                rest = segment(j + 1, ref, False, False)
+                about = context.commentary_subject(kept[i])  # "the lake looks empty, put a boat on it"
+                rest = segment(j + 1, about or ref, False, False)
                 if rest is not None:
                     memo[key] = [None] + rest
                     break

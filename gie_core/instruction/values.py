@@ -264,6 +264,8 @@ def style_value(raw: str) -> str | None:
     v = strip_look(raw.strip())
     v = re.sub(r"^(?:in|into|to|as|like)\s+", "", v)
     v = re.sub(r"^(?:(?:it's|it is|it was) )?(?:straight )?(?:out of|from) (?=an? |the )", "", v)
+    v = re.sub(r"^(?:an? |the )?(?:still|frame|scene|shot|screenshot|screengrab) (?:from|of|out of) ", "", v)
+    v = re.sub(r"^([a-z0-9' ]+?)-(?:style|styled|inspired) .+$", r"\1", v)  # "pixar-style 3d animation"
     v = _MADE_IN.sub("", v)
     explicit = False
     for _ in range(2):
@@ -326,6 +328,7 @@ def background_value(v: str) -> str | None:
     v = entity(v)
     if v in LEX["settings"]:  # "the moon", "mars": named places keep their own form
         return LEX["settings"][v]
+    v = LEX["background_synonyms"].get(v, v)  # "a mountain background" shows mountains
     c = colour_value(v)
     if c is not None:
         return c
