@@ -117,6 +117,37 @@ _REPLACEMENT = {"it's": "{} is", "it is": "{} is", "they're": "{} are", "they ar
                 "its": "{}'s", "it": "{}", "them": "{}", "they": "{}"}
 
 
+def _edit_words() -> frozenset[str]:
+    """Words that start or carry an edit: every verb of the rules' verb tables (all inflections)
+    and the value vocabularies (colours, materials, styles, seasons, weather, times)."""
+    from .lexicon import verb_forms
+    verbs = {w.split()[0] for ws in LEX["verbs"].values() for w in ws}
+    for table in ("state_verbs", "size_verbs", "age_verbs", "style_verbs", "weather_verbs", "expression_verbs"):
+        verbs |= {w.split()[0] for w in LEX[table]}
+    verbs |= set("make turn flip mirror rotate zoom crop blur sharpen invert brighten darken lighten "
+                 "desaturate saturate warm cool write age shrink enlarge double triple halve dye cut "
+                 "trim shave swap replace remove add put give".split())
+    words = {f for v in verbs for f in verb_forms(v)}
+    for table in ("colours", "materials", "styles", "seasons", "weather", "times", "weather_nouns"):
+        words |= {w for k in LEX[table] for w in k.split() if len(w) > 2}
+    return frozenset(words) | frozenset("no without not don't dont never more less".split())
+
+
+_EDIT_WORDS: frozenset[str] | None = None
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def is_aside(piece: str) -> bool:
+    """A piece beside an edit that names no edit of its own: none of its words is an edit verb, a
+    negation or a value word ('it blocks the view', 'my kids would love it', 'thanks so much').
+    The relaxed reading may drop it, after every other reading of the piece has failed."""
+    global _EDIT_WORDS
+    if _EDIT_WORDS is None:
+        _EDIT_WORDS = _edit_words()
+    words = re.findall(r"[a-z][a-z'-]*", piece)
+    return bool(words) and len(words) <= 12 and not any(w in _EDIT_WORDS for w in words)
+
+
 _SUBJECT_NP = re.compile(rf"^(?P<np>(?:the|this|that|my|our|his|her|their) [\w'-]+(?: [\w'-]+)?) "
                          rf"(?:kind of |kinda |sort of |really |just |so |still )?{_BE}\b")
 

@@ -905,7 +905,15 @@ def h_make(xv: str, verb: str = "make", reverse: bool = False, strict: bool = Fa
         e = target_value(verb, x, v, strict=strict)
         if e is not None:
             return e
+    if not reverse:  # "make the moon huge in the sky": where the thing is, said again
+        m = _WHERE_TAIL.search(xv)
+        if m:
+            return h_make(xv[:m.start()], verb=verb, strict=strict)
     return None
+
+
+_WHERE_TAIL = re.compile(r" (?:in|on|at) (?:the|this|that) (?:sky|picture|photo|image|pic|shot|scene|frame|"
+                         r"background|foreground|middle|center|centre)$")
 
 
 _PAINT_VERBS = ("paint", "color", "colour", "recolor", "recolour", "tint", "dye", "repaint", "spray")

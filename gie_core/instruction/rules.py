@@ -109,7 +109,7 @@ def clear_caches() -> None:
     """Forget every cached parse (benchmarks measure the rules from scratch with this)."""
     from . import core, frames, text, values
     for f in (read_clause, text.clean, text.entity, text.valid_entity, frames.target_value,
-              values.style_value, core._unify_clean, core._verified, context.is_commentary):
+              values.style_value, core._unify_clean, core._verified, context.is_commentary, context.is_aside):
         f.cache_clear()
 
 
@@ -237,7 +237,8 @@ def read_relaxed(text: str) -> list[Edit] | None:
             obj = context.vague_head(kept[i])
             if obj is not None:
                 options.append(("vague", i, obj))
-        if not any(kind == "drop" for kind, _, _ in options) and context.is_commentary(kept[i]):
+        if not any(kind == "drop" for kind, _, _ in options) and (context.is_commentary(kept[i]) or
+                                                                  context.is_aside(kept[i])):
             options.append(("drop", i, None))
         for kind, j, got in options:
             if kind == "edit":
