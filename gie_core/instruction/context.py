@@ -145,7 +145,10 @@ def is_aside(piece: str) -> bool:
     if _EDIT_WORDS is None:
         _EDIT_WORDS = _edit_words()
     words = re.findall(r"[a-z][a-z'-]*", piece)
-    return bool(words) and len(words) <= 12 and not any(w in _EDIT_WORDS for w in words)
+    if not words or len(words) > 12 or any(w in _EDIT_WORDS for w in words):
+        return False
+    from .text import entity, valid_entity
+    return not valid_entity(entity(piece))  # "the dog, the cat, red": a thing named is no aside
 
 
 _SUBJECT_NP = re.compile(rf"^(?P<np>(?:the|this|that|my|our|his|her|their) [\w'-]+(?: [\w'-]+)?) "

@@ -107,9 +107,10 @@ def read_clause(clause: str, depth: int = 0) -> Edit | None:
 
 def clear_caches() -> None:
     """Forget every cached parse (benchmarks measure the rules from scratch with this)."""
-    from . import core, frames, text, values
+    from . import core, frames, keywords, text, values
     for f in (read_clause, text.clean, text.entity, text.valid_entity, frames.target_value,
-              values.style_value, core._unify_clean, core._verified, context.is_commentary, context.is_aside):
+              values.style_value, core._unify_clean, core._verified, context.is_commentary, context.is_aside,
+              keywords.read):
         f.cache_clear()
 
 
@@ -285,7 +286,13 @@ def _parse_edits(text: str) -> list[Edit] | None:
 
 def parse_text(text: str) -> list[Edit] | None:
     """All edits of an instruction, or ``None`` if any clause does not parse (after the relaxed
-    reading of :func:`read_relaxed` has had its chance); owners that only a pronoun named are
-    left out (see :func:`~gie_core.instruction.frames.normalise_edit`)."""
+    reading of :func:`read_relaxed` and the keyword reading of :mod:`.keywords` have had their
+    chance); owners that only a pronoun named are left out (see
+    :func:`~gie_core.instruction.frames.normalise_edit`)."""
     edits = _parse_edits(text)
+    if not edits:  # the last resort: one edit named by its keywords alone (see .keywords)
+        from .keywords import read as read_keywords
+        c = clean(text)
+        kw = read_keywords(c) if c else None
+        edits = [kw] if kw is not None else None
     return [normalise_edit(e) for e in edits] if edits else edits
