@@ -46,12 +46,12 @@ COMMENTARY: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(p)) for
                r"our) .+)$"),
     ("interjection", r"^(?:ugh|hmm+|oh|ok|okay|yeah|yes|wow|hey|so|um+|uh|oops|ah|meh|nice|cool|"
                      r"thanks|thank you|great|perfect|awesome)$"),
-    ("statement", rf"^(?:{_SUBJECT_PRONOUN}|{_DETERMINER} [\w'-]+(?: [\w'-]+){{0,2}}|[\w'-]+(?: [\w'-]+)?) "
+    ("statement", rf"^(?!(?:can|could|would|will|please|pls|may) (?:you|u)\b)(?:{_SUBJECT_PRONOUN}|{_DETERMINER} [\w'-]+(?: [\w'-]+){{0,2}}|[\w'-]+(?: [\w'-]+)?) "
                   rf"(?:kind of |kinda |sort of |really |just |totally |so |always |still )?{_BE}"
                   rf"(?: .+)?$"),
     # "he's a stranger", "it's a bit soft", "that's the vibe"
     ("contracted statement", r"^(?:he's|she's|they're|that's|it's|we're|you're|i'm|there's no|he is|she is|"
-                             r"they are|that is)\b"),
+                             r"they are|that is|there's|there is|there are)\b"),
     # "would make it way happier", "will look great": what the edit would do
     ("outcome", r"^(?:would|will|it'd|it would|that'd|that would|this would|that will|it will|should)\b"
                 r"(?! you\b)(?! u\b)"),
@@ -62,6 +62,8 @@ COMMENTARY: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(p)) for
     ("ability", r"^(?:(?:can|could|would|will) (?:you|u) )?(?:do|manage|handle) (?:that|this|it)$|"
                 r"^(?:is that|would that be) (?:possible|ok|okay|doable)$"),
     ("thanks", r"^(?:thanks|thank you|thx|ty|cheers|much appreciated|appreciate it)(?: .+)?$"),
+    # "want a clean shot", "need it to pop": a reason without its subject
+    ("bare reason", r"^(?:want|wanted|need|needed|trying) (?:a|an|the|some|it|this|that|them) (?:\S+ ){0,4}?\S+$"),
 ))
 _PRONOUN_SUBJECT = re.compile(rf"^(?P<s>{_SUBJECT_PRONOUN}) (?:(?:kind of|kinda|sort of|really|just|"
                               rf"totally|always|still|never|already) )*(?P<v>[\w'-]+)(?: .*)?$")
@@ -155,11 +157,18 @@ _SUBJECT_NP = re.compile(rf"^(?P<np>(?:the|this|that|my|our|his|her|their) [\w'-
                          rf"(?:kind of |kinda |sort of |really |just |so |still )?{_BE}\b")
 
 
+_THERE_IS = re.compile(r"^there(?:'s| is| are) (?:an?|some|the|this|that) (?P<n>[\w'-]+(?: [\w'-]+)??)"
+                       r"(?: (?:sitting|standing|lying|on|in|at|by|near|next|behind|under|over)\b.*)?$")
+
+
 def commentary_subject(piece: str) -> str | None:
-    """The thing a comment is about ('the lake looks kind of empty' → 'the lake'): what "it" means
-    in the edit that follows."""
+    """The thing a comment is about ('the lake looks kind of empty' → 'the lake', "there's a
+    pigeon on the statue" → 'the pigeon'): what "it" means in the edit that follows."""
     m = _SUBJECT_NP.match(piece)
-    return m.group("np") if m else None
+    if m:
+        return m.group("np")
+    m = _THERE_IS.match(piece)
+    return f"the {m.group('n')}" if m else None
 
 
 def has_anaphor(piece: str) -> bool:

@@ -264,6 +264,14 @@ def text_place(p: str | None) -> str | None | bool:
     return t if t is not None else False
 
 
+def h_text_colon(p: str, v: str) -> Edit | None:
+    """'banner: "sale"', 'banner text: welcome home', 'license plate: abc 123'."""
+    m = re.match(r"^(.+?) (?:text|sign|caption|name|wording|title|lettering)$", p.strip())
+    if m:
+        return h_text(v, m.group(1), quoted=False)
+    return h_text(v, p, quoted=not _carries_text(p))
+
+
 def _carries_text(p: str) -> bool:
     """A thing that usually bears words (a sign, a banner, a licence plate)."""
     t = entity(p)
@@ -331,11 +339,22 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
     if place is None and global_value(obj) in LEX["times"] and \
             re.search(r"\b(?:light|lighting|glow|sky|hour|sunset|sunrise|dusk|dawn)$", obj):
         return Edit("time", value=LEX["times"][global_value(obj)])  # "add golden-hour light"
-    if place is not None and is_garment(obj) and is_being(place) and relation == "to":
+    if place is not None and is_garment(obj) and is_being(place) and relation in ("to", "around", "on top of"):
         return Edit("clothing", target=place, value=obj)
     if place is not None and relation == "to" and head(obj) in LEX["facial_hair"] and is_being(place):
         return Edit("add", value=obj, place=place)
     return Edit("add", value=obj, place=place, relation=None if relation == "to" else relation)
+
+
+def _expression_of(x: str, v: str) -> Edit | None:
+    t, ex = ent(re.sub(r"'s?$", "", x.strip())), expression_value(v)
+    return Edit("expression", target=t, value=ex) if t and ex else None
+
+
+def h_add_or_instead(y: str) -> Edit | None:
+    """'there should be a motorcycle (instead of the bicycle)'."""
+    m = re.match(r"^(.+?) (?:instead of|in place of|rather than) (.+)$", y)
+    return h_replace(m.group(2), m.group(1)) if m else h_add(y)
 
 
 def h_add_verb(verb: str, y: str, **_) -> Edit | None:
@@ -881,6 +900,9 @@ def _give(x: str, y: str) -> Edit | None:
     ex = expression_value(y)
     if ex is not None:
         return Edit("expression", target=target, value=ex)
+    m = re.match(rf"^((?:\w+ )?\w+) ({_BODY})$", entity(y))
+    if m and colour_value(m.group(1)):  # "the owl with green eyes": the owl's eyes are green
+        return Edit("colour", target=f"{target}'s {m.group(2)}", value=colour_value(m.group(1)))
     obj = entity(y)
     if not valid_entity(obj):
         return None
@@ -994,7 +1016,7 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     if m and (v.startswith(("wear", "dress", "put on")) or is_garment(entity(m.group(1)))):
         g = entity(m.group(1))
         return Edit("clothing", target=target, value=g) if valid_entity(g) else None
-    m = re.match(r"^(?:have|has|with|get|grow)\s+((?:an?|some|the|\w+ hair)\b.*)$", v)
+    m = re.match(rf"^(?:have|has|with|get|grow)\s+((?:an?|some|the|\w+ hair|\w+ {_BODY})\b.*)$", v)
     if m and not strict:
         return _give(x, m.group(1))
     mat = material_value(v)
@@ -1018,7 +1040,8 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
         if fh:
             return Edit("add", value=fh.group(1), place=target)
     m = re.match(r"^(?:be |look like |into |become |turn into |like )?((?:an?|the) \S.*)$", v)
-    if m and verb in ("make", "turn") and not strict and not style_value(m.group(1)):
+    if m and verb in ("make", "turn") and not strict and not style_value(m.group(1)) and \
+            not re.match(r"^(?:an?|some) ", x):  # "make a balloon above the valley" is no target
         # "make the dog a cat" / "make her a zombie": the thing becomes another thing.
         y = entity(m.group(1))
         # "an orange" with its article is the fruit; "orange" alone is the colour
@@ -1101,6 +1124,7 @@ def _style_only(v: str, **_) -> Edit | None:
 
 
 FRAMES: tuple[Frame, ...] = (
+    Frame("background", "{y} (for|as) [the] (background|backdrop|bg)", lambda y, **_: h_background(y)),
     # whole-image transforms (first: "add a vignette" is not an object to add)
     Frame("transform", "{verb:flip} [<img>] {d:flipdir}", h_flip),
     Frame("transform", "{verb:flip} [<img>]", h_flip),
@@ -1156,6 +1180,9 @@ FRAMES: tuple[Frame, ...] = (
     Frame("transform", "(crop|trim) [<img>] [(to|into|as)] [a] [1:1] square [(shape|format|aspect ratio)]",
           const("transform", "crop square")),
     Frame("transform", "make <img> [a] square [crop]", const("transform", "crop square")),
+    Frame("transform", "(crop|trim) [<img>] (to|into|as) [a] 1:1 [(ratio|aspect ratio|format|square)]",
+          const("transform", "crop square")),
+    Frame("transform", "make <img> square (by cropping|with a crop)", const("transform", "crop square")),
     Frame("transform", "(add|apply|put|give <img>) [a] [dark] vignette [(effect|filter)] "
           "[(to|on|around|onto|in) {anything}]", const("transform", "vignette")),
     Frame("transform", "vignette [<img>]", const("transform", "vignette")),
@@ -1188,6 +1215,9 @@ FRAMES: tuple[Frame, ...] = (
           "[(on|onto|over|across|to|in|at|along|under|above) {p}]", lambda v, p=None, **_: h_text(v, p, quoted=False)),
     Frame("text", "(~write|~add|~put|~overlay|~type|~print|~place|~insert|~stamp|~paint|~spell out) {v} "
           "[(on|onto|over|across|to|in|at|along|under|above) {p}]", h_text),
+    Frame("text", "(~change|~rename|~set) [the] {p} (name|sign|text|title|wording|lettering|sign text) to {v}",
+          lambda v, p, **_: h_text(v, p, quoted=False)),
+    Frame("text", "(~rename) {p} [to] {v}", lambda v, p, **_: h_text(v, p, quoted=False)),
     Frame("text", "(~make|~have|~let|~get|~change|~edit) {p} (say|read|show|display|to say|to read|to show|"
           "so it says|so it reads|so it shows|so that it says) {v}", lambda v, p, **_: h_text(v, p, quoted=False)),
     # replace
@@ -1207,6 +1237,7 @@ FRAMES: tuple[Frame, ...] = (
     Frame("background", "(use|give it|add|apply|choose|pick|put|set|give <img>) [(a|an)] {v} "
           "(background|backdrop)", h_background),
     # remove ("take ten years off her" is her age)
+    Frame("remove", "(~empty|~clear|~rid) {p} of [(all|the|all the)] {x}", lambda p, x, **_: h_remove(x)),
     Frame("age", "(~take|~knock|~shave) {amount} years off [of] {x}",
           lambda amount, x, **_: h_age_verb("de-age", x, amount)),
     Frame("remove", "<remove> {x}", h_remove),
@@ -1219,13 +1250,15 @@ FRAMES: tuple[Frame, ...] = (
     Frame("remove", "(~make|~have|~let|~get) {x} (disappear|vanish|go away|gone|leave|be gone)", h_remove),
     Frame("remove", "(i|we) (don't|do not|dont) (want|need|like) {x} [(in|on) <img>] [anymore]", h_remove),
     # add
-    Frame("add", "there (should be|is|are|will be|needs to be|must be|'s|ought to be|could be|can be) "
-          "{y}", lambda y, **_: h_add(y)),
+    Frame("add", "there (should be|is|are|will be|needs to be|must be|'s|ought to be|could be|can be) {y}",
+          lambda y, **_: h_add_or_instead(y)),
+    Frame("add", "(can|could|should|will|would) there be {y}", lambda y, **_: h_add_or_instead(y)),
     Frame("add", "(make|let) there be {y}", lambda y, **_: h_add(y)),
     Frame("add", "(~fill|~cover|~decorate|~sprinkle|~surround|~dot|~populate) {p} (with|in) {y}", h_fill),
     Frame("add", "(~scatter|~sprinkle) {y} (over|across|on|onto|around) {p}",
           lambda y, p, **_: h_add(y, place=p)),
     Frame("add", "give me {y}", lambda y, **_: h_add(y)),
+    Frame("add", "(~shine|~point|~aim|~cast) {y} (on|onto|at) {p}", lambda y, p, **_: h_add(y, place=p)),
     Frame("add", "have {y} {rel:rel} {p}", lambda y, rel, p, **_: h_add(y, place=p, relation=rel)),
     # clothing / hair / size / age / state verbs
     Frame("clothing", "(~dress|~clothe) [up] {x} (in|with|as) {y}", h_dress),
@@ -1261,6 +1294,9 @@ FRAMES: tuple[Frame, ...] = (
     Frame("paint", "{verb:paintverb} {xv}", lambda verb, xv, **_: h_make(xv, verb=verb)),
     Frame("change", "(make|turn|change|transform|convert) {x} (look like|resemble|appear like) {y}",
           lambda x, y, **_: h_change(x, y) if re.match(r"^(?:an?|the) ", y) else None),
+    Frame("change", "{verb:change} {x} back (into|to) {y}", lambda verb, x, y, **_: h_change(x, y, verb)),
+    Frame("expression", "(~change|~edit|~fix) {x} (expression|face|facial expression) so (he's|she's|he is|she is|"
+          "they're|it's|they are|it is) {v}", lambda x, v, **_: _expression_of(x, v)),
     Frame("change", "{verb:change} {x} (into|to|in to|over to) {y}",
           lambda verb, x, y, **_: h_change(x, y, verb)),
     Frame("change", "{verb:change} (into|to) {y}", lambda y, **_: classify_global(y)),
@@ -1300,6 +1336,12 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("the sun is", "[(make|have|get) <img> (look|seem) (like|as if|as though)] the sun (is|was) (rising|coming up)",
             "make it sunrise"),
     Rewrite("see", "see {y}", "{y}"),
+    Rewrite("needs doing", "[<img>] (needs|need|could use|wants|requires) [(a|some)] [(bit of|little|more)] {n:deverbal}",
+            "{n} it"),
+    Rewrite("would be great if", "[(it|this|that)] (would|'d|will) be (great|cool|nice|awesome|amazing|lovely|better|fun|"
+            "perfect|ideal|good|neat) if {c}", "{c}"),
+    Rewrite("looked", "{x} (looked|seemed|appeared) {v}", "make {x} look {v}"),
+    Rewrite("at the camera", "{c} (at|into|towards|toward) the (camera|viewer|lens)", "{c}"),
     Rewrite("needs", "{p} (needs|could use|is missing|lacks|should get) {y}", "add {y} to {dp}"),
     Rewrite("should go", "{x} {m:modal} (go|disappear|vanish|leave|be gone|be removed|be deleted|be erased|"
             "go away)", "remove {x}"),
@@ -1405,7 +1447,8 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("text", "{p} (that says|that reads|saying|reading|with the text|with the words|with the word) {v}",
           lambda v, p, **_: h_text(v, p, quoted=False)),
     Frame("text", "{p} with {v}", h_text),
-    Frame("text", "{p}: {v}", lambda v, p, **_: h_text(v, p, quoted=not _carries_text(p))),
+    Frame("text", "{p}: {v}", lambda v, p, **_: h_text_colon(p, v)),
+    Frame("text", "{p} (into|to) {v}", lambda v, p, **_: h_text(v, p) if v.startswith(("'", '"')) else None),
     Frame("remove", "(no|without|minus|sans|lose|bye|bye bye) [more] [the] {x}", h_remove),
     Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
     Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),
@@ -1418,6 +1461,8 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("rotate", "{amount} (degree|degrees|°) (rotation|turn|rotated) [{d}]",
           lambda amount, d=None, **_: h_rotate("rotate", f"{amount} degrees" + (f" {d}" if d else ""))),
     Frame("rotate", "(rotation|rotate) [by] {amount}", lambda amount, **_: h_rotate("rotate", amount)),
+    Frame("transform", "{q:quality} {direction:updown}", lambda q, direction, **_: h_quality(
+        "increase" if direction == "up" else "decrease", q)),
     Frame("transform", "{v} (crop|cropped|format)", lambda v, **_: Edit("transform", value="crop square")
           if v == "square" else None),
     Frame("transform", "[(a|an)] (closer view|close-up|closeup|close up|closer shot|tighter shot|zoomed-in view|"

@@ -110,6 +110,8 @@ def read(c: str) -> Edit | None:
             things.append(entity(w))
     things = list(dict.fromkeys(things))
     removal = any(w in _REMOVAL for w in words)
+    if any(w in LEX["body_parts"] and w != "hair" for w in words):
+        return None  # "the owl with green eyes": the eyes, not the owl
     kinds = {f for f, _ in values}
     if len(set(values)) > 1 or len(kinds) > 1:
         return None

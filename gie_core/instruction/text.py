@@ -23,6 +23,7 @@ _EDGE_PUNCT = "\"'.,;:!?()[]{}…。、，！？ "
 # Symbols users type for words; replaced before anything else reads the text.
 _SYMBOLS = ((re.compile(r"(\d)\s*°"), r"\1 degrees"), (re.compile(r"\s&\s"), " and "),
             (re.compile(r"\bb&w\b"), "black and white"),
+            (re.compile(r"\s*[\u2192\u279c\u2794\u21d2\u27f6\u2799\u27a1]\ufe0f?\s*"), " into "),  # arrows, before emoji go
             # "yard + snowman" is the yard with a snowman; "+hat" adds one
             (re.compile(r"(?<=\w)\s+\+\s+(?=\w)"), " with "), (re.compile(r"^\+\s*(?=[a-z])"), "add "))
 # Chat spellings ("u", "w/", "→") stand for words; whole words only.

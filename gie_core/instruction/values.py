@@ -71,10 +71,12 @@ def colour_value(v: str) -> str | None:
 
 
 def material_value(v: str) -> str | None:
+    v = re.sub(r"^(?:solid|pure|real|shiny|polished|made of|made out of) ", "", v.strip())
     v = strip_look(v.strip())
     v = re.sub(r"^(?:(?:made|built|carved|sculpted|crafted|constructed|cast)\s+)?"
                r"(?:entirely |completely |all |wholly )?(?:out\s+)?(?:of|from|in)\s+", "", v)
     v = entity(v)
+    v = re.sub(r"^(?:solid|pure|real|shiny|polished) ", "", v)
     v = re.sub(r"\s+(?:material|texture|version|one)$", "", v)
     if v in LEX["materials"]:
         return LEX["materials"][v]
@@ -140,7 +142,8 @@ def numeric_age(v: str, bare: bool = True) -> str | None:
 
 def age_noun_value(v: str) -> str | None:
     """'a child' / 'kid' → 'a child', 'an old man' → 'older': what a person is turned into by age."""
-    v = re.sub(r"^(?:an? |the |look like an? |like an? |into an? |be an? )", "", strip_look(v.strip()))
+    v = re.sub(r"\s+(?:again|once more|now|once again)$", "", strip_look(v.strip()))
+    v = re.sub(r"^(?:an? |the |look like an? |like an? |into an? |be an? )", "", v)
     return LEX["age_nouns"].get(v) or numeric_age(v, bare=False)  # "an 80-year-old"
 
 

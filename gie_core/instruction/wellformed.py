@@ -101,7 +101,7 @@ _SHAPES: tuple[tuple[str, re.Pattern, dict], ...] = tuple(
         ("text", r"^write '(?P<v>[^']+)' on (?:the image|(?P<t>the .+))$", {"v": "quoted", "t": "the"}),
         ("on fire", r"^set (?P<t>the .+) on fire$", {"t": "the"}),
         ("on off", r"^turn (?:on|off) (?P<t>the .+)$", {"t": "the"}),
-        ("age", r"^turn (?P<t>the .+) into (?P<v>an? (?:child|toddler|baby|teenager))$", {"t": "the", "v": "a"}),
+        ("age", r"^turn (?P<t>the .+) into (?P<v>an? (?:child|toddler|baby|teenager|puppy|kitten|cub|foal|calf|chick|duckling|lamb|piglet))$", {"t": "the", "v": "a"}),
         ("colour", r"^change the colour of (?P<t>the .+) to (?P<c>.+)$", {"t": "the", "c": "colour"}),
         ("material", r"^make (?P<t>the .+) out of (?P<v>.+)$", {"t": "the", "v": ""}),
         ("clothing", r"^make (?P<t>the .+) wear (?P<v>.+)$", {"t": "the", "v": "a"}),
