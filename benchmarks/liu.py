@@ -1,12 +1,17 @@
 """LIU benchmark: consistency, separation, idempotence, well-formedness and throughput of the
 instruction unifier on paraphrase suites, against "no unification".
 
-Suites (tests/data/liu/, see the READMEs there; gie_core/instruction/data/paraphrase_suite.json):
-  blind-dev      90 edits x 5 phrasings written blind (by an author who never read the rules);
-                 the only suite used while tuning the rules
-  blind-heldout  90 edits x 5, same author, never looked at while tuning: aggregates only
-  other          70 edits x 4, another blind author and style: aggregates only
+Suites (tests/data/liu/, see the READMEs there; gie_core/instruction/data/paraphrase_suite.json),
+every one written blind (by authors who never read the rules) and every one tuned on by now:
+  blind-dev      90 edits x 5 phrasings
+  blind-heldout  90 edits x 5, same author (read from round 2 on; scored with --final)
+  other          70 edits x 4, another author and style (read from round 2 on; --final)
+  blind2         120 edits x 4 (liu_blind2; read from round 3 on)
+  blind3-dev     80 edits x 4 (the dev half of liu_blind3; read from round 4 on)
+  blind5-a       47 edits x 4 (half a of liu_blind5; read in round 5)
   own            50 edits x 4, written by the rules' first author (dev + held-out)
+Suites nobody tuned on are kept outside the repository and scored with --suite FILE.jsonl (a
+"split" field makes FILE-dev / FILE-heldout rows).
 
 consistency   share of edits whose phrasings all unify to one string
 separation    share of edits none of whose outputs another edit of the suite produces
@@ -57,6 +62,9 @@ def load_suites() -> dict[str, list[dict]]:
         "blind-dev": load_jsonl(DATA / "benchmark_dev.jsonl"),
         "blind-heldout": load_jsonl(DATA / "benchmark_heldout.jsonl"),
         "other": load_jsonl(DATA / "other_suite.jsonl"),
+        "blind2": load_jsonl(DATA / "blind2_suite.jsonl"),
+        "blind3-dev": load_jsonl(DATA / "blind3_dev.jsonl"),
+        "blind5-a": load_jsonl(DATA / "blind5_a.jsonl"),
         "own-dev": [e for e in own["edits"] if e["split"] == "dev"],
         "own-heldout": [e for e in own["edits"] if e["split"] == "heldout"],
     }
@@ -175,7 +183,13 @@ def main(argv=None) -> int:
     for path in map(Path, args.suite):
         if not path.is_file():
             ap.error(f"--suite {path}: no such file")
-        suites[path.stem] = load_jsonl(path)
+        edits = load_jsonl(path)
+        splits = sorted({e["split"] for e in edits if "split" in e})
+        if splits:  # one row per split: a held-out half is never mixed into the tuned one
+            for sp in splits:
+                suites[f"{path.stem}-{sp}"] = [e for e in edits if e.get("split") == sp]
+        else:
+            suites[path.stem] = edits
     for name in args.misses:
         if name in HIDDEN and not args.final:
             ap.error(f"--misses {name}: a held-out suite; its misses are read only with --final")

@@ -1,10 +1,13 @@
 """LIU on paraphrase suites written blind (tests/data/liu, see the READMEs there) and on fuzzed
 word salad: consistency, separation, idempotence, and well-formed English output.
 
-The suites: blind-dev (tuned on), blind-heldout and other (never looked at while the rules were
-tuned; see docs/instruction.md for when their misses were first read). The bars are the issue's:
->= 90 % of edits with one canonical form, no output shared between two edits, idempotent, and no
-malformed canonical output.
+The suites, all written blind by helpers who never read the rules, and all tuned on by now (see
+docs/instruction.md for when each was first scored and read): blind-dev, blind-heldout, other,
+blind2 (liu_blind2), blind3-dev and blind5-a (the dev halves of liu_blind3 and liu_blind5; their
+other halves and liu_blind4 stay outside the repository, so that a later round can still measure
+on text nobody tuned on, with benchmarks/liu.py --suite). The bars are the issue's: >= 90 % of
+edits with one canonical form, no output shared between two edits, idempotent, and no malformed
+canonical output; here they guard against regressions on tuned text.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from gie_core.instruction.wellformed import check
 
 DATA = Path(__file__).parent / "data" / "liu"
 SUITES = {"blind-dev": "benchmark_dev.jsonl", "blind-heldout": "benchmark_heldout.jsonl",
-          "other": "other_suite.jsonl"}
+          "other": "other_suite.jsonl", "blind2": "blind2_suite.jsonl", "blind3-dev": "blind3_dev.jsonl",
+          "blind5-a": "blind5_a.jsonl"}
 
 
 def load(name: str) -> list[dict]:
@@ -40,7 +44,7 @@ def suite(request):
 def test_suite_files_have_the_promised_shape():
     for name in SUITES:
         edits = load(name)
-        assert len(edits) >= 70 and len({e["id"] for e in edits}) == len(edits)
+        assert len(edits) >= 40 and len({e["id"] for e in edits}) == len(edits)
         assert all(len(e["phrasings"]) >= 4 for e in edits)
         pairs = {e["id"]: e.get("pair") for e in edits}
         assert all(pairs.get(p) == i for i, p in pairs.items() if p), "pairs must be reciprocal"
@@ -48,10 +52,11 @@ def test_suite_files_have_the_promised_shape():
     assert len(dev) + len(held) >= 150 and not {e["id"] for e in dev} & {e["id"] for e in held}
 
 
-# Consistency measured at round 2's freeze 4a81f68 (docs/instruction.md): 93.3 % dev, 88.9 %
-# held-out, 67.1 % other -- all three tuned on by now. The floors catch regressions; the xfail marks
-# the bar still to reach.
-FLOOR = {"blind-dev": 0.9, "blind-heldout": 0.88, "other": 0.67}
+# Consistency at the end of round 5 (docs/instruction.md): 97.8 % blind-dev, 94.4 % blind-heldout,
+# 82.9 % other, 91.7 % blind2, 88.8 % blind3-dev, 80.9 % blind5-a -- all tuned on. The floors catch
+# regressions; the suites the rules were not tuned on are scored by benchmarks/liu.py --suite.
+FLOOR = {"blind-dev": 0.96, "blind-heldout": 0.93, "other": 0.81, "blind2": 0.9, "blind3-dev": 0.87,
+         "blind5-a": 0.78}
 
 
 def _consistency(edits, outs) -> float:
@@ -64,11 +69,11 @@ def test_consistency_does_not_fall_below_the_measured_floor(suite):
     assert share >= FLOOR[name], f"{name}: {share:.1%} of edits unify to one form"
 
 
-@pytest.mark.parametrize("name", ["blind-heldout", "other"])
-@pytest.mark.xfail(strict=True, reason="the 90 % bar is not met: 88.9 % held-out, 67.1 % other (both "
-                                       "tuned on in round 2); 59.2 % on the untouched liu_blind2 suite "
+@pytest.mark.parametrize("name", ["other", "blind3-dev", "blind5-a"])
+@pytest.mark.xfail(strict=True, reason="the 90 % bar is not met even on these tuned suites (82.9 %, "
+                                       "88.8 %, 80.9 %); on suites not tuned on it is 33-57 % "
                                        "(docs/instruction.md)")
-def test_consistency_bar_on_suites_not_tuned_on(name):
+def test_consistency_bar_on_the_harder_tuned_suites(name):
     edits = load(name)
     outs = dict(zip([p for e in edits for p in e["phrasings"]],
                     unify_batch([p for e in edits for p in e["phrasings"]])))
@@ -111,15 +116,16 @@ _CONTENT_EXEMPT = frozenset(
     "remove replace wear it zoom crop square vignette increase decrease contrast saturation "
     "slightly years older younger bigger smaller brighter darker style next behind under above "
     "front around across between top horizontally vertically clockwise counterclockwise one write set scene "
-    "number turn old".split())
+    "number turn old reduce".split())
 
 
 def _input_forms(text: str) -> set[str]:
     """Every form an input word may take in the output: itself, its lemmas, its lexicon values,
     the referent of a pronoun, a number's word."""
     out = set()
-    for w in re.findall(r"[a-z0-9'-]+", clean(text)):
-        w = w.removesuffix("'s")
+    c = clean(text)
+    for w in set(re.findall(r"[a-z0-9'-]+", c)) | set(re.findall(r"[a-z0-9']+", c)):
+        w = w.strip("'").removesuffix("'s")
         forms = {w, lemma(w, "NOUN"), lemma(w, "VERB"), lemma(w, "ADJ")}
         for f in list(forms):
             for table in ("pronouns", "phrase_synonyms", "materials", "style_synonyms", "weather",
@@ -127,7 +133,8 @@ def _input_forms(text: str) -> set[str]:
                           "expression_nouns", "age", "size", "colour_aliases", "state_verbs",
                           "person_hair_adjectives", "style_verbs", "weather_verbs", "age_verbs",
                           "size_verbs", "side_adjectives", "count_words", "state_synonyms",
-                          "settings", "age_nouns", "hair_comparatives"):
+                          "settings", "age_nouns", "hair_comparatives", "light_sources",
+                          "background_synonyms"):
                 v = LEX[table].get(f)
                 if isinstance(v, str):
                     forms.update(v.split())
@@ -135,14 +142,16 @@ def _input_forms(text: str) -> set[str]:
         for m in re.finditer(r"[a-z]+", " ".join(forms)):
             forms.add(m.group(0))
         out |= forms
-    c = clean(text)
-    for table in ("phrase_synonyms", "style_synonyms", "materials", "locator_aliases"):
+    for table in ("phrase_synonyms", "style_synonyms", "materials", "locator_aliases", "state_synonyms",
+                  "times", "background_synonyms", "light_sources", "age_nouns", "settings"):
         out |= {w for k, v in LEX[table].items() if " " in k and k in c for w in v.split()}
     if re.search(r"\b(?:extra|additional|another)\b", c):
         out.add("more")  # "two extra birds" -> "add two more birds"
     for cue, implied in ((r"colou?r|desaturat|gr[ae]y ?scale|monochrome", "black white"),
                          (r"outline|edges|contour", "line drawing"),
-                         (r"\bburn|ablaze|aflame|flames", "fire"), (r"\bshav", "bald"),
+                         (r"\bburn|ablaze|aflame|flames", "fire"), (r"\bshav|\b(?:remove|off)\b.*\bhair", "bald"),
+                         (r"\bsun (?:is |was )?(?:setting|going down)", "sunset"),
+                         (r"\bsun (?:is |was )?(?:rising|coming up)", "sunrise"),
                          (r"\bquarter\b", "90"), (r"\bhalf (?:a )?(?:turn|rotation)", "180"),
                          (r"\bwarm", "warmer"), (r"\bcool", "cooler")):
         if re.search(cue, c):  # "remove the colour" -> "make it black and white"
@@ -154,7 +163,7 @@ def _input_forms(text: str) -> set[str]:
 
 def _invented(text: str, out: str) -> list[str]:
     """Content words of a canonical ``out`` that come from nowhere in ``text``."""
-    words = set(re.findall(r"[a-z0-9'-]+", out.replace("'s", "")))
+    words = {w.strip("'") for w in re.findall(r"[a-z0-9'-]+", out.replace("'s", "").replace("-", " "))}
     return sorted(w for w in words - _CONTENT_EXEMPT - _input_forms(text)
                   if lemma(w, "NOUN") not in _input_forms(text))
 
