@@ -14,15 +14,18 @@ from .lexicon import LEX, alternation, lemma, number_word, parts_of_speech
 
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u201c": '"',
                          "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u00a0": " "})
-_WS = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,;:.!?。、，！？])")
 _REPEATED_PUNCT = re.compile(r"([,;:.!?])[,;:.!?]+")
 _POLITE_PREFIX = re.compile(rf"^{alternation(LEX['politeness_prefixes'])}\b[\s,]*")
 _POLITE_SUFFIX = re.compile(rf"[\s,]*\b{alternation(LEX['politeness_suffixes'])}$")
+# The regexes only run on text that starts / ends with a phrase (a cheap test that spares most).
+_POLITE_STARTS = tuple(LEX["politeness_prefixes"])
+_POLITE_ENDS = tuple(LEX["politeness_suffixes"])
 _EDGE_PUNCT = "\"'.,;:!?()[]{}…。、，！？ "
-# Symbols users type for words; replaced before anything else reads the text.
-_SYMBOLS = ((re.compile(r"(\d)\s*°"), r"\1 degrees"), (re.compile(r"\s&\s"), " and "),
-            (re.compile(r"\bb&w\b"), "black and white"))
+# Symbols users type for words; replaced before anything else reads the text. (symbol, pattern,
+# replacement): a pattern only runs on text holding its symbol.
+_SYMBOLS = (("°", re.compile(r"(\d)\s*°"), lambda m: m.group(1) + " degrees"),
+            ("&", re.compile(r"\s&\s"), " and "), ("&", re.compile(r"\bb&w\b"), "black and white"))
 # Chat spellings ("u", "w/", "→") stand for words; whole words only.
 _CHAT = LEX["chat_spellings"]
 _CHAT_RE = re.compile(rf"(?<![\w/'-]){alternation(_CHAT)}(?![\w/'-])")
@@ -34,6 +37,8 @@ _EMOJI_MARKS = frozenset("\u200d\ufe0e\ufe0f\u20e3")
 
 def _is_edge_char(ch: str) -> bool:
     # Punctuation and symbols (emoji) at the edges are not part of an instruction.
+    if ch.isascii() and ch.isalnum():  # the common case, decided without a Unicode lookup
+        return False
     cat = unicodedata.category(ch)
     return ch in _EDGE_PUNCT or cat.startswith("P") or cat in ("So", "Sk", "Cf")
 
@@ -65,23 +70,29 @@ def _normalise(text: str) -> str:
             return text
         return _drop_fillers(_CHAT_RE.sub(lambda m: _CHAT[m.group(0)], text))
     text = unicodedata.normalize("NFC", text).translate(_QUOTES).lower()
-    for pattern, repl in _SYMBOLS:
-        text = pattern.sub(repl, text)
+    for symbol, pattern, repl in _SYMBOLS:
+        if symbol in text:
+            text = pattern.sub(repl, text)
     if not text.isascii() and any(_is_emoji(ch) for ch in text):  # emoji are never ASCII
         text = "".join(" " if _is_emoji(ch) else ch for ch in text)
     text = _CHAT_RE.sub(lambda m: _CHAT[m.group(0)], text)
     text = _drop_fillers(text)
-    text = _WS.sub(" ", text).strip()
-    text = _REPEATED_PUNCT.sub(r"\1", text)
-    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+    text = " ".join(text.split())  # one space between words (str.split and re's \s agree)
+    text = _REPEATED_PUNCT.sub(_first_group, text)
+    return _SPACE_BEFORE_PUNCT.sub(_first_group, text)
+
+
+def _first_group(m: re.Match) -> str:
+    # A function, not r"\1": a template makes every sub() call go through re's Python helper.
+    return m.group(1)
 
 
 def _drop_fillers(text: str) -> str:
     if not _FILLER_RE.search(text):
         return text
     text = _FILLER_RE.sub(" ", text)
-    text = _SPACE_BEFORE_PUNCT.sub(r"\1", _WS.sub(" ", text).strip())
-    return _REPEATED_PUNCT.sub(r"\1", text)
+    text = _SPACE_BEFORE_PUNCT.sub(_first_group, " ".join(text.split()))
+    return _REPEATED_PUNCT.sub(_first_group, text)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -92,8 +103,10 @@ def clean(text: str) -> str:
     text = _normalise(text)
     for _ in range(64):  # each pass only removes characters, so this converges fast
         new = _strip_edges(text)
-        new = _POLITE_PREFIX.sub("", new)
-        new = _POLITE_SUFFIX.sub("", new)
+        if new.startswith(_POLITE_STARTS):
+            new = _POLITE_PREFIX.sub("", new)
+        if new.endswith(_POLITE_ENDS) or "\n" in new:  # "$" also matches before a final newline
+            new = _POLITE_SUFFIX.sub("", new)
         new = _strip_edges(new).strip()
         if new == text:
             break
