@@ -173,6 +173,9 @@ _SIDE_ADJ = re.compile(rf"^{alternation(LEX['side_adjectives'])}\s+(\S.*)$")
 _PRONOUNS = LEX["pronouns"]
 _POSSESSIVE = re.compile(r"^(his|her|their|its)\s+(\S.*)$")
 _EXTRA = re.compile(r"^(\S+)\s+(?:extra|additional|more)\s+")
+_ANOTHER = re.compile(r"^(?:another|an extra|an additional|extra|additional)\s+(?=\S)")
+_RECIPROCAL = re.compile(r"^(?:each|one) another$|^each other$")
+_PREPOSITION = re.compile(r"\b(?:of|in|on|with|from)\b")
 
 
 def resolve_pronoun(word: str) -> str:
@@ -189,12 +192,12 @@ def entity(text: str) -> str:
     'his hat' → "man's hat"). Quantifiers carry no article: 'all the shapes', 'every shape',
     'both shapes' all become 'shapes' (a possessive after every/each is kept, later refused)."""
     text = _ENTITY_TRAILERS.sub("", text.strip())
-    if re.match(r"^(?:each|one) another$|^each other$", text):
+    if _RECIPROCAL.match(text):
         return text  # reciprocal pronouns, not quantified things: refused by valid_entity
     m = _EVERY.match(text)
     if m:
         rest = text[m.end():].strip()
-        if not rest or "'" in rest or re.search(r"\b(?:of|in|on|with|from)\b", rest):
+        if not rest or "'" in rest or _PREPOSITION.search(rest):
             return text  # "every man's hat": no safe plural; valid_entity refuses it
         return pluralise(entity(rest))
     text = _ALL.sub("", text)
@@ -216,7 +219,7 @@ def entity(text: str) -> str:
         m = _EXTRA.match(text)
         if m and (m.group(1) in LEX["numbers"] or m.group(1).isdigit()):
             text = f"{m.group(1)} more {text[m.end():]}"
-        m = re.match(r"^(?:another|an extra|an additional|extra|additional)\s+(?=\S)", text)
+        m = _ANOTHER.match(text)
         if m and not is_plural(text):  # "another chair" = "one more chair"
             text = "one more " + text[m.end():]
     if text in _PRONOUNS and text not in ("his", "hers", "its"):
@@ -235,6 +238,17 @@ _BAD_LAST_WORD = frozenset("more less very too so much quite really extra even n
                            "with into look looks seem seems appear appears be feel is are a an the "
                            "to of in on at for from by as was were next instead rather".split())
 _NEGATION = re.compile(r"\b(?:not|never|don't|dont|doesn't|no longer|without|neither|nor|n't)\b")
+_PUNCT = re.compile(r"[;,.!?:\"()\[\]{}]")
+_NOT_IN_NP = re.compile(r"\b(?:is|are|was|were|be|been|should|would|could|will|shall|must|do|does|"
+                        r"did|want|like|need|i|you|we|me|please|make|turn|change|and|but|or|then|look|"
+                        r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b")
+_MODAL_CAN = re.compile(r"\bcan\b(?! *$)")  # "trash can" is a thing, "can be" a modal
+_PLACE_START = re.compile(r"(?:the|a|an|his|her|their|its|my|this|that|left|right|top|bottom|"
+                          r"background|foreground|middle|centre|center|front|back|corner)\b")
+_DETERMINER = re.compile(r"^(?:the|a|an|his|her|their|its|my|this|that)\s+")
+_BARE_PLACE = re.compile(r"\b(?:around|across|behind|beside|under|above|near|next to|on|in|at|from|"
+                         r"of|with) (?!the\b|a\b|an\b|his\b|her\b|their\b|its\b|my\b|this\b|that\b)\w+$")
+_OF_WORD = re.compile(r"\bof \w+$")
 _ING_NOUNS = frozenset("king ring wing string building painting clothing ceiling swing spring "
                        "thing morning evening earring sibling darling pudding railing".split())
 
@@ -243,7 +257,7 @@ _ING_NOUNS = frozenset("king ring wing string building painting clothing ceiling
 def valid_entity(text: str) -> bool:
     """A noun phrase we are willing to carry into a canonical clause. Rejecting here makes the
     clause unparsed, which is always safe: the cleaned input comes back."""
-    if not text or len(text) > 80 or re.search(r"[;,.!?:\"()\[\]{}]", text) or text in _NOT_ENTITY \
+    if not text or len(text) > 80 or _PUNCT.search(text) or text in _NOT_ENTITY \
             or not text[0].isalnum():
         return False
     words = text.split()
@@ -259,25 +273,18 @@ def valid_entity(text: str) -> bool:
                     "so", "if", "not", "no", "very", "too", "where", "when", "how", "what", "who",
                     "which", "while", "because", "let", "have", "get", "give", "put"):
         return False
-    if re.search(r"\b(?:is|are|was|were|be|been|should|would|could|will|shall|must|do|does|"
-                 r"did|want|like|need|i|you|we|me|please|make|turn|change|and|but|or|then|look|"
-                 r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b", text) \
-            or re.search(r"\bcan\b(?! *$)", text):  # "trash can" is a thing, "can be" a modal
+    if _NOT_IN_NP.search(text) or _MODAL_CAN.search(text):  # "trash can" is a thing, "can be" a modal
         return False
     if all(w.isdigit() or w in LEX["numbers"] for w in words):
         return False  # "remove 30": a number alone names nothing
     core, place = (_NP_PREP.split(text, maxsplit=1) + [""])[:2]
     prep = _NP_PREP.search(text)
-    if place and prep.group(0).strip() != "of" and not re.match(
-            r"(?:the|a|an|his|her|their|its|my|this|that|left|right|top|bottom|background|"
-            r"foreground|middle|centre|center|front|back|corner)\b", place):
+    if place and prep.group(0).strip() != "of" and not _PLACE_START.match(place):
         return False  # "three by cartoon marble": a place needs its determiner
-    place_words = re.sub(r"^(?:the|a|an|his|her|their|its|my|this|that)\s+", "", place).split()
+    place_words = _DETERMINER.sub("", place).split()
     if not all(_np_word(w) for w in core.split() + place_words):
         return False  # grammar or a bare verb inside a noun phrase: "the again dog", "put sketch"
-    if re.search(r"\b(?:around|across|behind|beside|under|above|near|next to|on|in|at|from|of|with)"
-                 r" (?!the\b|a\b|an\b|his\b|her\b|their\b|its\b|my\b|this\b|that\b)\w+$", text) \
-            and not re.search(r"\bof \w+$", text):
+    if _BARE_PLACE.search(text) and not _OF_WORD.search(text):
         return False  # "people around sofa": a place needs its determiner
     last = words[-1]
     pos = parts_of_speech(last.removesuffix("'s"))
