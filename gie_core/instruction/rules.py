@@ -116,14 +116,18 @@ def parse_clause(clause: str) -> Edit | None:
 # ----------------------------------------------------------------------------------------------
 # Clause splitting
 
-_SEPARATORS = (r";|,|\.\s|\band then\b|\band also\b|\bthen\b|\balso\b|\band\b|&|\bplus\b|"
-               r"\bafter that\b|\bwhile you're at it\b")
+# The words share one \b(?:…)\b: the same matches as "\band then\b|\bthen\b|…" in the same order of
+# preference, found several times faster (the engine no longer tries every word at every position).
+_SEPARATORS = r"[;,&]|\.\s|\b(?:and then|and also|then|also|and|plus|after that|while you're at it)\b"
 _SPLIT = re.compile(rf"\s*(?:{_SEPARATORS})\s*")
+_HAS_SEPARATOR = re.compile(_SEPARATORS)  # whether _SPLIT matches, without its spaces: faster
 # The relaxed reading also splits off questions, "so (that) …" clauses and "for …" reasons.
-_SO = r"\bso that\b|\bso(?= (?:the|it|it's|its|we|i|you|he|she|they|this|that|there|everything|his|" \
-      r"her|their|my|our)\b)"
-_RELAXED_SPLIT = re.compile(rf"\s*(?:{_SEPARATORS}|[?!]\s|{_SO}|(?<=\S)(?= for (?:privacy|fun|insta|"
-                            r"instagram|social media|a|an|the|that|some|my|our)\b))\s*")
+_SO = r"\bso(?: that\b|(?= (?:the|it|it's|its|we|i|you|he|she|they|this|that|there|everything|his|" \
+      r"her|their|my|our)\b))"
+_RELAXED = (rf"{_SEPARATORS}|[?!]\s|{_SO}|(?<=\S)(?= for (?:privacy|fun|insta|instagram|social media|a|an|"
+            r"the|that|some|my|our)\b)")
+_RELAXED_SPLIT = re.compile(rf"\s*(?:{_RELAXED})\s*")
+_HAS_RELAXED = re.compile(_RELAXED)
 _IS_SO = re.compile(r"\bso\b")
 _MAX_PIECES = 24  # beyond this many separators the text is parsed as one clause
 
@@ -264,11 +268,11 @@ def parse_text(text: str) -> list[Edit] | None:
     c = clean(text)
     if not c:
         return None
-    if not _SPLIT.search(c):
+    if not _HAS_SEPARATOR.search(c):
         e = parse_clause(c)
         if e is not None:
             return [e]
-        return read_relaxed(c) if _RELAXED_SPLIT.search(c) else None
+        return read_relaxed(c) if _HAS_RELAXED.search(c) else None
     whole = parse_clause(c)
     clauses = split_clauses(c)
     if clauses is None:
