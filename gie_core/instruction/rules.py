@@ -115,7 +115,8 @@ def clear_caches() -> None:
     """Forget every cached parse (benchmarks measure the rules from scratch with this)."""
     from . import core, frames, text, values
     for f in (read_clause, text.clean, text.entity, text.valid_entity, frames.target_value,
-              values.style_value, core._unify_clean, core._verified, context.is_commentary):
+              values.style_value, values.strip_look, core._unify_clean, core._verified,
+              context.is_commentary):
         f.cache_clear()
 
 

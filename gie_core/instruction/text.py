@@ -157,11 +157,16 @@ def pluralise(noun_phrase: str) -> str:
 _ARTICLE = re.compile(r"^(?:a|an|the|some|this|that|these|those|any|all(?: of)?|every|each|one of the)\s+"
                       r"(?!(?:few|couple|lot|bunch|pair|little|bit|dozen)\b)")
 _BARE_DETERMINERS = frozenset("a an the some this that these those any all every each".split())
-_IMG_NOUNS = alternation(w for w in IMAGE_WORDS if w not in ("it", "this", "that", "one", "thing"))
+_TRAILER_IMAGES = [w for w in IMAGE_WORDS if w not in ("it", "this", "that", "one", "thing")]
+_IMG_NOUNS = alternation(_TRAILER_IMAGES)
+_TRAILER_WORDS = ("out", "off", "away", "again", "entirely", "completely", "altogether", "as well",
+                  "please", "now", "instead", "in it", "there", "here", "somewhere", "in there", "in here")
 _ENTITY_TRAILERS = re.compile(
     rf"(?:\s+(?:from|in|of|out of|off|on) (?:the |this |my )?(?:whole |entire )?{_IMG_NOUNS}"
-    r"|\s+(?:out|off|away|again|entirely|completely|altogether|as well|please|now|instead|in it|"
-    r"there|here|somewhere|in there|in here))+$")
+    rf"|\s+(?:{'|'.join(_TRAILER_WORDS)}))+$")
+# A trailer ends the phrase, so the phrase's last word is a trailer's last word: a set lookup spares
+# most runs of the regex.
+_TRAILER_LAST_WORDS = frozenset(w.split()[-1] for w in [*_TRAILER_IMAGES, *_TRAILER_WORDS])
 _EVERY = re.compile(r"^(?:each and every|every one of the|each one of the|each of the|every single|"
                     r"every|each)\s+(?!other\b|one\b)")
 _ALL = re.compile(r"^(?:all|both)(?: of)?(?: the)?\s+")
@@ -191,7 +196,9 @@ def entity(text: str) -> str:
     ('on the left side' → 'on the left'), numbers as words, pronouns resolved ('him' → 'man',
     'his hat' → "man's hat"). Quantifiers carry no article: 'all the shapes', 'every shape',
     'both shapes' all become 'shapes' (a possessive after every/each is kept, later refused)."""
-    text = _ENTITY_TRAILERS.sub("", text.strip())
+    text = text.strip()
+    if text and text.rsplit(None, 1)[-1] in _TRAILER_LAST_WORDS:
+        text = _ENTITY_TRAILERS.sub("", text)
     if _RECIPROCAL.match(text):
         return text  # reciprocal pronouns, not quantified things: refused by valid_entity
     m = _EVERY.match(text)

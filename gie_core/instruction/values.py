@@ -24,6 +24,7 @@ _LOOK = re.compile(r"^(?:(?:look|looks|appear|seem|be|feel|become|get|grow)\s+)?
                    r"(?=(?:in|at|on|during|under|inside|underwater)\b))?")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def strip_look(v: str) -> str:
     """'look like it's snowing' → 'snowing'; 'be red' → 'red'."""
     prev = None
