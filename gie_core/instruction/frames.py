@@ -746,6 +746,7 @@ def h_make(xv: str, verb: str = "make", reverse: bool = False, strict: bool = Fa
     return None
 
 
+_GROWN_FACIAL_HAIR = re.compile(rf"^({alternation(LEX['facial_hair'])})(?:ed|d)$")  # "bearded"
 _PAINT_VERBS = ("paint", "color", "colour", "recolor", "recolour", "tint", "dye", "repaint", "spray")
 
 
@@ -834,7 +835,7 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     if ex is not None:
         return Edit("expression", target=target, value=ex)
     if is_being(target):
-        fh = re.match(rf"^({alternation(LEX['facial_hair'])})(?:ed|d)$", strip_look(v))
+        fh = _GROWN_FACIAL_HAIR.match(strip_look(v))
         if fh:
             return Edit("add", value=fh.group(1), place=target)
     m = re.match(r"^(?:be |look like |into |become |turn into |like )?((?:an?|the) \S.*)$", v)
