@@ -379,3 +379,37 @@ def test_cli_errors_exit_2(capsys, tmp_path):
     assert rc == 2 and "--llm-model" in err
     rc, _, err = _cli(["--backend", "llm", "--llm-model", str(tmp_path), "x"], capsys)
     assert rc == 2 and "config.json" in err
+
+
+def test_frame_prefilters_never_skip_a_matching_frame():
+    """The rules skip a frame's regex when the clause's first word or its words rule the pattern
+    out (patterns.first_words / required_words): on every suite phrasing, its clauses and its
+    canonical form, each pattern that matches must pass both tests, and the separator test must
+    agree with the splitter."""
+    from pathlib import Path
+
+    from gie_core.instruction import rules
+    from gie_core.instruction.frames import CAPTIONS, FRAMES, REWRITES
+    from gie_core.instruction.patterns import compile_pattern, first_words, required_words
+
+    liu = Path(__file__).parent / "data" / "liu"
+    texts = [p for e in SUITE["edits"] for p in e["phrasings"]]
+    for f in sorted(liu.glob("*.jsonl")):
+        texts += [p for line in f.read_text("utf-8").splitlines() if line.strip()
+                  for p in json.loads(line)["phrasings"]]
+    clauses = set()
+    for t in texts:
+        c = clean(t)
+        clauses |= {c, unify(t), *(clean(x) for x in rules._SPLIT.split(c))}
+        assert bool(rules._HAS_SEPARATOR.search(c)) == bool(rules._SPLIT.search(c)), c
+        assert bool(rules._HAS_RELAXED.search(c)) == bool(rules._RELAXED_SPLIT.search(c)), c
+    checked = 0
+    for frame in (*FRAMES, *REWRITES, *CAPTIONS):
+        regex, starts, needs = (compile_pattern(frame.pattern), first_words(frame.pattern),
+                                required_words(frame.pattern))
+        for c in clauses:
+            if c and regex.match(" " + c):
+                checked += 1
+                assert starts is None or c.split(" ", 1)[0] in starts, (frame.pattern, c)
+                assert needs is None or not needs.isdisjoint(c.split(" ")), (frame.pattern, c)
+    assert checked > 1000  # the suites exercise the table

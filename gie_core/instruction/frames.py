@@ -393,30 +393,33 @@ def _possessed(np: str, nouns: str) -> str | None:
 
 
 _HAIR = alternation(LEX["hair_words"])
+_HAIR_OF_OWNER, _HAIR_OF, _HAIR_ONLY = (re.compile(rf"^(.*?)'s?\s+{_HAIR}$"), re.compile(rf"^{_HAIR} of (.+)$"),
+                                        re.compile(rf"^{_HAIR}$"))
 
 
 def hair_owner(np: str) -> str | None:
     """'the woman's hair' → 'woman'; 'the hair of the woman' → 'woman'; 'her hair' → 'woman';
     'the hair' → ''; ``None`` when ``np`` is not hair."""
     np = entity(np.strip())
-    m = re.match(rf"^(.*?)'s?\s+{_HAIR}$", np)
+    m = _HAIR_OF_OWNER.match(np)
     if m:
         return entity(m.group(1))
-    m = re.match(rf"^{_HAIR} of (.+)$", np)
+    m = _HAIR_OF.match(np)
     if m:
         return entity(resolve_pronoun(m.group(1)))
-    if re.match(rf"^{_HAIR}$", np):
+    if _HAIR_ONLY.match(np):
         return ""
     return None
 
 
 _CARRIERS = alternation(LEX["colour_carriers"])
+_CARRIER_OF_OWNER, _CARRIER_OF = re.compile(rf"^(.+?)'s? {_CARRIERS}$"), re.compile(rf"^(?:the )?{_CARRIERS} of (.+)$")
 
 
 def colour_target(x: str) -> str | None:
     """The thing whose colour changes: 'the cat's fur' → 'cat', 'the car's paint' → 'car'."""
     t = entity(x)
-    m = re.match(rf"^(.+?)'s? {_CARRIERS}$", t) or re.match(rf"^(?:the )?{_CARRIERS} of (.+)$", t)
+    m = _CARRIER_OF_OWNER.match(t) or _CARRIER_OF.match(t)
     if m:
         return ent(m.group(1))
     return ent(t)
@@ -938,6 +941,7 @@ _WHERE_TAIL = re.compile(r" (?:in|on|at) (?:the|this|that) (?:sky|picture|photo|
                          r"background|foreground|middle|center|centre)$")
 
 
+_GROWN_FACIAL_HAIR = re.compile(rf"^({alternation(LEX['facial_hair'])})(?:ed|d)$")  # "bearded"
 _PAINT_VERBS = ("paint", "color", "colour", "recolor", "recolour", "tint", "dye", "repaint", "spray")
 
 
@@ -1036,7 +1040,7 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     if ex is not None:
         return Edit("expression", target=target, value=ex)
     if is_being(target):
-        fh = re.match(rf"^({alternation(LEX['facial_hair'])})(?:ed|d)$", strip_look(v))
+        fh = _GROWN_FACIAL_HAIR.match(strip_look(v))
         if fh:
             return Edit("add", value=fh.group(1), place=target)
     m = re.match(r"^(?:be |look like |into |become |turn into |like )?((?:an?|the) \S.*)$", v)

@@ -233,10 +233,8 @@ def render(edits: list[Edit]) -> str:
     """Canonical text for a list of edits: deduplicated, in the fixed family order."""
     if not edits:
         raise ValueError("render: expected at least one Edit, got none")
-    unique = sorted(set(edits), key=Edit.sort_key)
     out, seen = [], set()
-    for e in unique:
-        r = e.render()
+    for _, r in sorted({e.sort_key() for e in edits}):  # each edit rendered once
         if r not in seen:
             seen.add(r)
             out.append(r)

@@ -91,9 +91,12 @@ def first_words(pattern: str) -> frozenset[str] | None:
     pattern opens with a free slot, an optional part or a class that is not a word list): a cheap
     filter that spares most regex matches."""
     tokens = _tokenise(pattern)
-    if not tokens:
-        return None
-    t = tokens[0]
+    return _token_words(tokens[0]) if tokens else None
+
+
+def _token_words(t: str) -> frozenset[str] | None:
+    """The words a text holds where token ``t`` matched (a literal word, ``~verb``, a group of
+    alternatives or a class of word alternatives), or ``None`` when that is not a fixed list."""
     if t.startswith("("):
         out = set()
         for alt in t[1:-1].split("|"):
@@ -103,13 +106,25 @@ def first_words(pattern: str) -> frozenset[str] | None:
     if t.startswith("~"):
         return _word_forms(t[1:])
     if t.startswith("<"):
-        return _literal_first_words(CLASSES[t[1:].partition(">")[0]])
+        name, _, suffix = t[1:].partition(">")
+        return None if suffix else _literal_first_words(CLASSES[name])
     if t.startswith("{"):
-        cls = t[1:].partition("}")[0].partition(":")[2]
-        return _literal_first_words(CLASSES[cls]) if cls else None
+        inner, _, suffix = t[1:].partition("}")
+        cls = inner.partition(":")[2]
+        return _literal_first_words(CLASSES[cls]) if cls and not suffix else None
     if t.startswith("["):
         return None
     return frozenset({t})
+
+
+@functools.cache
+def required_words(pattern: str) -> frozenset[str] | None:
+    """Words of which a text matching ``pattern`` must hold one as a whole (space-separated)
+    word, from the shortest such list among its tokens after the first that every match needs
+    (not optional, not a free slot); ``None`` when there is none. A cheap filter that spares most
+    regex matches of patterns that open with a slot ('{y} instead of {x}')."""
+    needs = [w for w in map(_token_words, _tokenise(pattern)[1:]) if w is not None]
+    return min(needs, key=len) if needs else None
 
 
 def _word_forms(verb: str) -> frozenset[str]:

@@ -14,18 +14,22 @@ from .lexicon import LEX, alternation, lemma, number_word, parts_of_speech
 
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u201c": '"',
                          "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u00a0": " "})
-_WS = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,;:.!?。、，！？])")
 _REPEATED_PUNCT = re.compile(r"([,;:.!?])[,;:.!?]+")
 _POLITE_PREFIX = re.compile(rf"^{alternation(LEX['politeness_prefixes'])}\b[\s,]*")
 _POLITE_SUFFIX = re.compile(rf"[\s,]*\b{alternation(LEX['politeness_suffixes'])}$")
+# The regexes only run on text that starts / ends with a phrase (a cheap test that spares most).
+_POLITE_STARTS = tuple(LEX["politeness_prefixes"])
+_POLITE_ENDS = tuple(LEX["politeness_suffixes"])
 _EDGE_PUNCT = "\"'.,;:!?()[]{}…。、，！？ "
-# Symbols users type for words; replaced before anything else reads the text.
-_SYMBOLS = ((re.compile(r"(\d)\s*°"), r"\1 degrees"), (re.compile(r"\s&\s"), " and "),
-            (re.compile(r"\bb&w\b"), "black and white"),
-            (re.compile(r"\s*[\u2192\u279c\u2794\u21d2\u27f6\u2799\u27a1]\ufe0f?\s*"), " into "),  # arrows, before emoji go
+# Symbols users type for words; replaced before anything else reads the text. (symbol, pattern,
+# replacement): a pattern only runs on text holding its symbol.
+_SYMBOLS = (("°", re.compile(r"(\d)\s*°"), lambda m: m.group(1) + " degrees"),
+            ("&", re.compile(r"\s&\s"), " and "), ("&", re.compile(r"\bb&w\b"), "black and white"),
+            # arrows stand for "into" ("car → boat"); replaced before emoji are dropped
+            *((arrow, re.compile(rf"\s*{arrow}\ufe0f?\s*"), " into ") for arrow in "\u2192\u279c\u2794\u21d2\u27f6\u2799\u27a1"),
             # "yard + snowman" is the yard with a snowman; "+hat" adds one
-            (re.compile(r"(?<=\w)\s+\+\s+(?=\w)"), " with "), (re.compile(r"^\+\s*(?=[a-z])"), "add "))
+            ("+", re.compile(r"(?<=\w)\s+\+\s+(?=\w)"), " with "), ("+", re.compile(r"^\+\s*(?=[a-z])"), "add "))
 # Chat spellings ("u", "w/", "→") stand for words; whole words only.
 _CHAT = LEX["chat_spellings"]
 _CHAT_RE = re.compile(rf"(?<![\w/'-]){alternation(_CHAT)}(?![\w/'-])")
@@ -37,6 +41,8 @@ _EMOJI_MARKS = frozenset("\u200d\ufe0e\ufe0f\u20e3")
 
 def _is_edge_char(ch: str) -> bool:
     # Punctuation and symbols (emoji) at the edges are not part of an instruction.
+    if ch.isascii() and ch.isalnum():  # the common case, decided without a Unicode lookup
+        return False
     cat = unicodedata.category(ch)
     return ch in _EDGE_PUNCT or cat.startswith("P") or cat in ("So", "Sk", "Cf")
 
@@ -68,23 +74,29 @@ def _normalise(text: str) -> str:
             return text
         return _drop_fillers(_CHAT_RE.sub(lambda m: _CHAT[m.group(0)], text))
     text = unicodedata.normalize("NFC", text).translate(_QUOTES).lower()
-    for pattern, repl in _SYMBOLS:
-        text = pattern.sub(repl, text)
+    for symbol, pattern, repl in _SYMBOLS:
+        if symbol in text:
+            text = pattern.sub(repl, text)
     if not text.isascii() and any(_is_emoji(ch) for ch in text):  # emoji are never ASCII
         text = "".join(" " if _is_emoji(ch) else ch for ch in text)
     text = _CHAT_RE.sub(lambda m: _CHAT[m.group(0)], text)
     text = _drop_fillers(text)
-    text = _WS.sub(" ", text).strip()
-    text = _REPEATED_PUNCT.sub(r"\1", text)
-    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+    text = " ".join(text.split())  # one space between words (str.split and re's \s agree)
+    text = _REPEATED_PUNCT.sub(_first_group, text)
+    return _SPACE_BEFORE_PUNCT.sub(_first_group, text)
+
+
+def _first_group(m: re.Match) -> str:
+    # A function, not r"\1": a template makes every sub() call go through re's Python helper.
+    return m.group(1)
 
 
 def _drop_fillers(text: str) -> str:
     if not _FILLER_RE.search(text):
         return text
     text = _FILLER_RE.sub(" ", text)
-    text = _SPACE_BEFORE_PUNCT.sub(r"\1", _WS.sub(" ", text).strip())
-    return _REPEATED_PUNCT.sub(r"\1", text)
+    text = _SPACE_BEFORE_PUNCT.sub(_first_group, " ".join(text.split()))
+    return _REPEATED_PUNCT.sub(_first_group, text)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -95,8 +107,10 @@ def clean(text: str) -> str:
     text = _normalise(text)
     for _ in range(64):  # each pass only removes characters, so this converges fast
         new = _strip_edges(text)
-        new = _POLITE_PREFIX.sub("", new)
-        new = _POLITE_SUFFIX.sub("", new)
+        if new.startswith(_POLITE_STARTS):
+            new = _POLITE_PREFIX.sub("", new)
+        if new.endswith(_POLITE_ENDS) or "\n" in new:  # "$" also matches before a final newline
+            new = _POLITE_SUFFIX.sub("", new)
         new = _strip_edges(new).strip()
         if new == text:
             break
@@ -147,11 +161,16 @@ def pluralise(noun_phrase: str) -> str:
 _ARTICLE = re.compile(r"^(?:a|an|the|some|this|that|these|those|any|all(?: of)?|every|each|one of the)\s+"
                       r"(?!(?:few|couple|lot|bunch|pair|little|bit|dozen)\b)")
 _BARE_DETERMINERS = frozenset("a an the some this that these those any all every each".split())
-_IMG_NOUNS = alternation(w for w in IMAGE_WORDS if w not in ("it", "this", "that", "one", "thing"))
+_TRAILER_IMAGES = [w for w in IMAGE_WORDS if w not in ("it", "this", "that", "one", "thing")]
+_IMG_NOUNS = alternation(_TRAILER_IMAGES)
+_TRAILER_WORDS = ("out", "off", "away", "again", "entirely", "completely", "altogether", "as well",
+                  "please", "now", "instead", "in it", "there", "here", "somewhere", "in there", "in here")
 _ENTITY_TRAILERS = re.compile(
     rf"(?:\s+(?:from|in|of|out of|off|on) (?:the |this |my )?(?:whole |entire )?{_IMG_NOUNS}"
-    r"|\s+(?:out|off|away|again|entirely|completely|altogether|as well|please|now|instead|in it|"
-    r"there|here|somewhere|in there|in here))+$")
+    rf"|\s+(?:{'|'.join(_TRAILER_WORDS)}))+$")
+# A trailer ends the phrase, so the phrase's last word is a trailer's last word: a set lookup spares
+# most runs of the regex.
+_TRAILER_LAST_WORDS = frozenset(w.split()[-1] for w in [*_TRAILER_IMAGES, *_TRAILER_WORDS])
 _EVERY = re.compile(r"^(?:each and every|every one of the|each one of the|each of the|every single|"
                     r"every|each)\s+(?!other\b|one\b)")
 _ALL = re.compile(r"^(?:all|both)(?: of)?(?: the)?\s+")
@@ -163,6 +182,9 @@ _SIDE_ADJ = re.compile(rf"^{alternation(LEX['side_adjectives'])}\s+(\S.*)$")
 _PRONOUNS = LEX["pronouns"]
 _POSSESSIVE = re.compile(r"^(his|her|their|its)\s+(\S.*)$")
 _EXTRA = re.compile(r"^(\S+)\s+(?:extra|additional|more)\s+")
+_ANOTHER = re.compile(r"^(?:another|an extra|an additional|extra|additional)\s+(?=\S)")
+_RECIPROCAL = re.compile(r"^(?:each|one) another$|^each other$")
+_PREPOSITION = re.compile(r"\b(?:of|in|on|with|from)\b")
 
 
 def resolve_pronoun(word: str) -> str:
@@ -187,13 +209,15 @@ def entity(text: str) -> str:
     ('on the left side' → 'on the left'), numbers as words, pronouns resolved ('him' → 'man',
     'his hat' → "man's hat"). Quantifiers carry no article: 'all the shapes', 'every shape',
     'both shapes' all become 'shapes' (a possessive after every/each is kept, later refused)."""
-    text = _ENTITY_TRAILERS.sub("", text.strip())
-    if re.match(r"^(?:each|one) another$|^each other$", text):
+    text = text.strip()
+    if text and text.rsplit(None, 1)[-1] in _TRAILER_LAST_WORDS:
+        text = _ENTITY_TRAILERS.sub("", text)
+    if _RECIPROCAL.match(text):
         return text  # reciprocal pronouns, not quantified things: refused by valid_entity
     m = _EVERY.match(text)
     if m:
         rest = text[m.end():].strip()
-        if not rest or "'" in rest or re.search(r"\b(?:of|in|on|with|from)\b", rest):
+        if not rest or "'" in rest or _PREPOSITION.search(rest):
             return text  # "every man's hat": no safe plural; valid_entity refuses it
         return pluralise(entity(rest))
     text = _ALL.sub("", text)
@@ -217,7 +241,7 @@ def entity(text: str) -> str:
         m = _EXTRA.match(text)
         if m and (m.group(1) in LEX["numbers"] or m.group(1).isdigit()):
             text = f"{m.group(1)} more {text[m.end():]}"
-        m = re.match(r"^(?:another|an extra|an additional|extra|additional)\s+(?=\S)", text)
+        m = _ANOTHER.match(text)
         if m and not is_plural(text):  # "another chair" = "one more chair"
             text = "one more " + text[m.end():]
     if text in _PRONOUNS and text not in ("his", "hers", "its"):
@@ -236,6 +260,17 @@ _BAD_LAST_WORD = frozenset("more less very too so much quite really extra even n
                            "with into look looks seem seems appear appears be feel is are a an the "
                            "to of in on at for from by as was were next instead rather".split())
 _NEGATION = re.compile(r"\b(?:not|never|don't|dont|doesn't|no longer|without|neither|nor|n't)\b")
+_PUNCT = re.compile(r"[;,.!?:\"()\[\]{}]")
+_NOT_IN_NP = re.compile(r"\b(?:is|are|was|were|be|been|should|would|could|will|shall|must|do|does|"
+                        r"did|want|like|need|i|you|we|me|please|make|turn|change|and|but|or|then|look|"
+                        r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b")
+_MODAL_CAN = re.compile(r"\bcan\b(?! *$)")  # "trash can" is a thing, "can be" a modal
+_PLACE_START = re.compile(r"(?:the|a|an|his|her|their|its|my|this|that|left|right|top|bottom|"
+                          r"background|foreground|middle|centre|center|front|back|corner)\b")
+_DETERMINER = re.compile(r"^(?:the|a|an|his|her|their|its|my|this|that)\s+")
+_BARE_PLACE = re.compile(r"\b(?:around|across|behind|beside|under|above|near|next to|on|in|at|from|"
+                         r"of|with) (?!the\b|a\b|an\b|his\b|her\b|their\b|its\b|my\b|this\b|that\b)\w+$")
+_OF_WORD = re.compile(r"\bof \w+$")
 _ING_NOUNS = frozenset("king ring wing string building painting clothing ceiling swing spring "
                        "thing morning evening earring sibling darling pudding railing".split())
 
@@ -244,7 +279,7 @@ _ING_NOUNS = frozenset("king ring wing string building painting clothing ceiling
 def valid_entity(text: str) -> bool:
     """A noun phrase we are willing to carry into a canonical clause. Rejecting here makes the
     clause unparsed, which is always safe: the cleaned input comes back."""
-    if not text or len(text) > 80 or re.search(r"[;,.!?:\"()\[\]{}]", text) or text in _NOT_ENTITY \
+    if not text or len(text) > 80 or _PUNCT.search(text) or text in _NOT_ENTITY \
             or not text[0].isalnum():
         return False
     words = text.split()
@@ -260,25 +295,18 @@ def valid_entity(text: str) -> bool:
                     "so", "if", "not", "no", "very", "too", "where", "when", "how", "what", "who",
                     "which", "while", "because", "let", "have", "get", "give", "put"):
         return False
-    if re.search(r"\b(?:is|are|was|were|be|been|should|would|could|will|shall|must|do|does|"
-                 r"did|want|like|need|i|you|we|me|please|make|turn|change|and|but|or|then|look|"
-                 r"looks|it's|that's|there's|what's|he's|she's|they're|i'd|i'm|let's)\b", text) \
-            or re.search(r"\bcan\b(?! *$)", text):  # "trash can" is a thing, "can be" a modal
+    if _NOT_IN_NP.search(text) or _MODAL_CAN.search(text):  # "trash can" is a thing, "can be" a modal
         return False
     if all(w.isdigit() or w in LEX["numbers"] for w in words):
         return False  # "remove 30": a number alone names nothing
     core, place = (_NP_PREP.split(text, maxsplit=1) + [""])[:2]
     prep = _NP_PREP.search(text)
-    if place and prep.group(0).strip() != "of" and not re.match(
-            r"(?:the|a|an|his|her|their|its|my|this|that|left|right|top|bottom|background|"
-            r"foreground|middle|centre|center|front|back|corner)\b", place):
+    if place and prep.group(0).strip() != "of" and not _PLACE_START.match(place):
         return False  # "three by cartoon marble": a place needs its determiner
-    place_words = re.sub(r"^(?:the|a|an|his|her|their|its|my|this|that)\s+", "", place).split()
+    place_words = _DETERMINER.sub("", place).split()
     if not all(_np_word(w) for w in core.split() + place_words):
         return False  # grammar or a bare verb inside a noun phrase: "the again dog", "put sketch"
-    if re.search(r"\b(?:around|across|behind|beside|under|above|near|next to|on|in|at|from|of|with)"
-                 r" (?!the\b|a\b|an\b|his\b|her\b|their\b|its\b|my\b|this\b|that\b)\w+$", text) \
-            and not re.search(r"\bof \w+$", text):
+    if _BARE_PLACE.search(text) and not _OF_WORD.search(text):
         return False  # "people around sofa": a place needs its determiner
     last = words[-1]
     pos = parts_of_speech(last.removesuffix("'s"))

@@ -24,6 +24,7 @@ _LOOK = re.compile(r"^(?:(?:look|looks|appear|seem|be|feel|become|get|grow)\s+)?
                    r"(?=(?:in|at|on|during|under|inside|underwater)\b))?")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def strip_look(v: str) -> str:
     """'look like it's snowing' → 'snowing'; 'be red' → 'red'."""
     prev = None
@@ -62,40 +63,52 @@ def degree(v: str) -> tuple[str, str]:
     return out, v
 
 
+_COLOUR_HEAD = re.compile(r"^(?:in |to |into |painted |coloured |colored |a |the |all )+")
+_COLOUR_TAIL = re.compile(r"\s+(?:colou?r(?:ed)?|tone|shade|paint|one)$")
+
+
 def colour_value(v: str) -> str | None:
-    v = re.sub(r"^(?:in |to |into |painted |coloured |colored |a |the |all )+", "", v.strip())
-    v = re.sub(r"\s+(?:colou?r(?:ed)?|tone|shade|paint|one)$", "", v)
+    v = _COLOUR_HEAD.sub("", v.strip())
+    v = _COLOUR_TAIL.sub("", v)
     if _COLOUR_RE.match(v):
         return " ".join(_COLOUR_ALIASES.get(w, w) for w in v.replace("blond ", "blonde ").split())
     return None
 
 
+_MATERIAL_HEAD = re.compile(r"^(?:(?:made|built|carved|sculpted|crafted|constructed|cast)\s+)?"
+                            r"(?:entirely |completely |all |wholly )?(?:out\s+)?(?:of|from|in)\s+")
+_MATERIAL_TAIL = re.compile(r"\s+(?:material|texture|version|one)$")
+_SOLID = re.compile(r"^(?:solid|pure|real|shiny|polished) ")
+
+
 def material_value(v: str) -> str | None:
-    v = re.sub(r"^(?:solid|pure|real|shiny|polished|made of|made out of) ", "", v.strip())
+    v = _SOLID.sub("", v.strip())
     v = strip_look(v.strip())
-    v = re.sub(r"^(?:(?:made|built|carved|sculpted|crafted|constructed|cast)\s+)?"
-               r"(?:entirely |completely |all |wholly )?(?:out\s+)?(?:of|from|in)\s+", "", v)
+    v = _MATERIAL_HEAD.sub("", v)
     v = entity(v)
-    v = re.sub(r"^(?:solid|pure|real|shiny|polished) ", "", v)
-    v = re.sub(r"\s+(?:material|texture|version|one)$", "", v)
+    v = _SOLID.sub("", v)
+    v = _MATERIAL_TAIL.sub("", v)
     if v in LEX["materials"]:
         return LEX["materials"][v]
     lem = " ".join(v.split()[:-1] + [lemma(v.split()[-1], "NOUN")]) if v else v
     return LEX["materials"].get(lem)
 
 
+_EXPRESSION_VERB = re.compile(r"^(?:with |have |has |wear |wearing |show |showing |making |make )")
+_ARTICLE_HEAD = re.compile(r"^(?:an? |the )")
+_FACE_TAIL = re.compile(r"\s+(?:on (?:his|her|their|its) face|face)$")
 _EXPRESSION_TAIL = re.compile(rf"^(?:an? |the )?(?:(\S+) )?{alternation(LEX['expression_words'])}"
                               r"(?: on (?:his|her|their|its) face)?$")
 
 
 def expression_value(v: str) -> str | None:
     v = strip_look(v.strip())
-    v = re.sub(r"^(?:with |have |has |wear |wearing |show |showing |making |make )", "", v)
+    v = _EXPRESSION_VERB.sub("", v)
     m = _EXPRESSION_TAIL.match(v)
     if m:
         v = m.group(1) or ""
-    v = re.sub(r"^(?:an? |the )", "", v.strip())
-    v = re.sub(r"\s+(?:on (?:his|her|their|its) face|face)$", "", v)
+    v = _ARTICLE_HEAD.sub("", v.strip())
+    v = _FACE_TAIL.sub("", v)
     if v in LEX["expression_synonyms"]:
         v = LEX["expression_synonyms"][v]
     if v in LEX["expression_verbs"]:
@@ -107,6 +120,7 @@ def expression_value(v: str) -> str | None:
     return None
 
 
+_AGE_TAIL = re.compile(r"\s+(?:again|now|than (?:he|she|they) (?:is|are))$")
 _YEARS = re.compile(r"^(?:by\s+)?(\S+)\s+years?(?:\s+(older|younger))?$")
 
 
@@ -114,7 +128,7 @@ def age_value(v: str) -> str | None:
     """'older', 'look younger', 'a bit older' → 'slightly older', 'ten years older', '10 years
     older' → 'ten years older'."""
     v = strip_look(v.strip())
-    v = re.sub(r"\s+(?:again|now|than (?:he|she|they) (?:is|are))$", "", v)
+    v = _AGE_TAIL.sub("", v)
     deg, v = degree(v)
     m = _YEARS.match(v)
     if m and m.group(2):
@@ -147,14 +161,19 @@ def age_noun_value(v: str) -> str | None:
     return LEX["age_nouns"].get(v) or numeric_age(v, bare=False)  # "an 80-year-old"
 
 
+_BE_HEAD = re.compile(r"^(?:be\s+)")
+_SIZE_TAIL = re.compile(r"\s+(?:in size|than (?:it is|before|now))$")
+_BIG = re.compile(r"^(?:more )?(?:big|large)$")
+
+
 def size_value(v: str) -> str | None:
     """'bigger' / 'look larger' / 'a lot smaller' → 'bigger' / 'smaller'; 'a bit bigger' →
     'slightly bigger'."""
     v = strip_look(v.strip())
-    v = re.sub(r"^(?:be\s+)", "", v)
-    v = re.sub(r"\s+(?:in size|than (?:it is|before|now))$", "", v)
+    v = _BE_HEAD.sub("", v)
+    v = _SIZE_TAIL.sub("", v)
     deg, v = degree(v)
-    v = re.sub(r"^(?:more )?(?:big|large)$", "bigger", v)
+    v = _BIG.sub("bigger", v)
     out = LEX["size"].get(v)
     if out is None or v in ("big", "small", "tall", "large"):
         # A plain adjective ("make the dog big") states a size, not a change of size; only the
@@ -185,24 +204,29 @@ def hair_value(v: str) -> str | None:
 
 def person_hair_value(v: str) -> str | None:
     """Adjectives that describe a person by their hair: 'blonde', 'a redhead', 'bald'."""
-    v = re.sub(r"^(?:an? )", "", strip_look(v))
+    v = _A_HEAD.sub("", strip_look(v))
     return LEX["person_hair_adjectives"].get(v)
 
 
 # ----------------------------------------------------------------------------------------------
 # Whole-image values: season, weather, time of day, style
 
+_A_HEAD = re.compile(r"^(?:an? )")
+_GLOBAL_PREP = re.compile(r"^(?:in|into|to|at|during|on|for|as)\s+")
+_GLOBAL_TAIL = re.compile(r"(?<=\S)\s+(?:scene|setting|season|weather|time|vibe|vibes|mood|atmosphere|"
+                          r"look|theme|landscape|version|image|photo|picture|pic|shot|photograph|day|"
+                          r"conditions|lighting|light|effect|feel|sky)$")
+_GLOBAL_ADJ = re.compile(r"^(?:(?:a|an|the)\s+)?(?:very|really|nice|beautiful|heavy|light|bright|full|"
+                         r"late|early|typical|cold|warm|hot|dark|gloomy|quiet)\s+(?=\S)")
+
+
 def global_value(v: str) -> str:
     v = strip_look(v)
-    v = re.sub(r"^(?:in|into|to|at|during|on|for|as)\s+", "", v)
+    v = _GLOBAL_PREP.sub("", v)
     v = entity(v)
-    v = re.sub(r"^(?:a |an )", "", v)
-    v = re.sub(r"(?<=\S)\s+(?:scene|setting|season|weather|time|vibe|vibes|mood|atmosphere|look|"
-               r"theme|landscape|version|image|photo|picture|pic|shot|photograph|day|conditions|"
-               r"lighting|light|effect|feel|sky)$", "", v)
-    v = re.sub(r"^(?:(?:a|an|the)\s+)?(?:very|really|nice|beautiful|heavy|light|bright|full|late|"
-               r"early|typical|cold|warm|hot|dark|gloomy|quiet)\s+(?=\S)", "", v) \
-        if v.split() and len(v.split()) > 1 else v
+    v = _A_HEAD.sub("", v)
+    v = _GLOBAL_TAIL.sub("", v)
+    v = _GLOBAL_ADJ.sub("", v) if v.split() and len(v.split()) > 1 else v
     return v.strip()
 
 
@@ -256,6 +280,15 @@ _STYLE_TAIL = re.compile(r"\s+(?:style|styled|aesthetic|look|version|filter|effe
 _IMAGE_TAIL = re.compile(r"(?<=\S)\s+(?:photo|image|picture|photograph|pic|shot|still|movie|film|"
                          r"animation|frame|scene)$")
 # "painted in watercolour", "hand-sketched in pencil", "drawn by van gogh": the medium or artist.
+_STYLE_PREP = re.compile(r"^(?:in|into|to|as|like)\s+")
+_STYLE_SOURCE = re.compile(r"^(?:(?:it's|it is|it was) )?(?:straight )?(?:out of|from) (?=an? |the )")
+_STYLE_STILL = re.compile(r"^(?:an? |the )?(?:still|frame|scene|shot|screenshot|screengrab) (?:from|of|out of) ")
+_STYLE_COMPOUND = re.compile(r"^([a-z0-9' ]+?)-(?:style|styled|inspired) .+$")
+_STYLE_SUFFIX = re.compile(r"-(?:style|styled|inspired|like|esque)$|'s$")
+_NOT_IN_STYLE = re.compile(r"\b(?:make|change|turn|add|remove|replace|apply|use|give|put|set|convert|"
+                           r"filter|effect|render|redo|as|it|this|and|or|of|with|to|the|a|an|flip|"
+                           r"rotate|zoom|crop|blur|sharpen|invert|horizontally|vertically|degrees)\b")
+_STYLE_CHARS = re.compile(r"[a-z0-9][a-z0-9' -]*")
 _MADE_IN = re.compile(r"^(?:(?:it|this) (?:was |is |were )?)?(?:hand[- ])?(?:painted|drawn|sketched|done|"
                       r"rendered|created|made|illustrated|animated) (?:in|with|using|by|from) ")
 
@@ -265,10 +298,10 @@ def style_value(raw: str) -> str | None:
     """The style name of a phrase ('in the style of Van Gogh' → 'van gogh'; 'a watercolour' →
     'watercolor painting'), or ``None`` when it names no style."""
     v = strip_look(raw.strip())
-    v = re.sub(r"^(?:in|into|to|as|like)\s+", "", v)
-    v = re.sub(r"^(?:(?:it's|it is|it was) )?(?:straight )?(?:out of|from) (?=an? |the )", "", v)
-    v = re.sub(r"^(?:an? |the )?(?:still|frame|scene|shot|screenshot|screengrab) (?:from|of|out of) ", "", v)
-    v = re.sub(r"^([a-z0-9' ]+?)-(?:style|styled|inspired) .+$", r"\1", v)  # "pixar-style 3d animation"
+    v = _STYLE_PREP.sub("", v)
+    v = _STYLE_SOURCE.sub("", v)
+    v = _STYLE_STILL.sub("", v)
+    v = _STYLE_COMPOUND.sub(r"\1", v)  # "pixar-style 3d animation"
     v = _MADE_IN.sub("", v)
     explicit = False
     for _ in range(2):
@@ -277,13 +310,13 @@ def style_value(raw: str) -> str | None:
             v, explicit = m.group(1), True
         v = entity(v)
         v = _STYLE_FILLERS.sub("", v)
-        v = re.sub(r"^(?:an? )", "", v)
+        v = _A_HEAD.sub("", v)
         while True:
             new = _STYLE_TAIL.sub("", v)
             if new == v:
                 break
             v, explicit = new, True
-        v = re.sub(r"-(?:style|styled|inspired|like|esque)$|'s$", "", v)
+        v = _STYLE_SUFFIX.sub("", v)
         v = _IMAGE_TAIL.sub("", v)
     if not v or len(v) > 60:
         return None
@@ -297,12 +330,10 @@ def style_value(raw: str) -> str | None:
     words = v.split()
     countable = words and words[-1] in LEX["style_nouns"] and len(words) <= 4
     if explicit or known or v in LEX["styles"] or countable or _STYLE_INDICATORS.search(raw):
-        if re.search(r"\b(?:make|change|turn|add|remove|replace|apply|use|give|put|set|convert|"
-                     r"filter|effect|render|redo|as|it|this|and|or|of|with|to|the|a|an|flip|rotate|"
-                     r"zoom|crop|blur|sharpen|invert|horizontally|vertically|degrees)\b", v) \
+        if _NOT_IN_STYLE.search(v) \
                 and v not in LEX["styles"] and v not in LEX["style_bare"]:
             return None  # a verb, a filter word or grammar left inside: not a style name
-        if not re.fullmatch(r"[a-z0-9][a-z0-9' -]*", v) or v in LEX["colours"] or is_image(v):
+        if not _STYLE_CHARS.fullmatch(v) or v in LEX["colours"] or is_image(v):
             return None
         if not known and v not in LEX["styles"] and not _plausible_name(v):
             return None
@@ -323,11 +354,16 @@ def _plausible_name(v: str) -> bool:
                                            or len(w) < 2 for w in words)
 
 
+_BACKGROUND_HEAD = re.compile(r"^(?:to|into|with|for|as|be|a|an|the)\s+")
+_BACKGROUND_FILLER = re.compile(rf"^{alternation(LEX['background_fillers'])}\s+")
+_BACKGROUND_TAIL = re.compile(r"\s+(?:background|backdrop|colou?r|scene|setting|one)$")
+
+
 def background_value(v: str) -> str | None:
-    v = re.sub(r"^(?:to|into|with|for|as|be|a|an|the)\s+", "", v.strip())
+    v = _BACKGROUND_HEAD.sub("", v.strip())
     v = entity(v)
-    v = re.sub(rf"^{alternation(LEX['background_fillers'])}\s+", "", v)
-    v = re.sub(r"\s+(?:background|backdrop|colou?r|scene|setting|one)$", "", v)
+    v = _BACKGROUND_FILLER.sub("", v)
+    v = _BACKGROUND_TAIL.sub("", v)
     v = entity(v)
     if v in LEX["settings"]:  # "the moon", "mars": named places keep their own form
         return LEX["settings"][v]
@@ -352,11 +388,14 @@ def is_adjective(word: str) -> bool:
 MULTIWORD_STATES = frozenset({"on fire"})
 
 
+_COMPLETELY = re.compile(r"^(?:all |completely |totally |fully |entirely )")
+
+
 def state_value(v: str, strict: bool = False) -> str | None:
     """An adjective for the generic ``state`` family ('flooded', 'post-apocalyptic'). ``strict``
     (captions like 'flooded street') accepts only the lexicon's state adjectives."""
     v = strip_look(v.strip())
-    v = re.sub(r"^(?:all |completely |totally |fully |entirely )", "", v)
+    v = _COMPLETELY.sub("", v)
     v = LEX["state_synonyms"].get(v, v)
     if v in MULTIWORD_STATES:
         return v

@@ -26,6 +26,7 @@ _FUNCTION_WORDS = frozenset(
     "render turn give put".split())
 _NP_PREPS = ("of", "on", "in", "at", "with", "next to", "behind", "under", "above", "across", "around",
              "near", "beside", "inside", "over", "below", "from", "by")
+_NP_PREP_RES = tuple(re.compile(rf"^(.+?) {prep} (?:the |a |an )?(.+)$") for prep in _NP_PREPS)
 _KNOWN_NOUNS = (LEX["garments"] | LEX["beings"] | LEX["scenes"] | LEX["facial_hair"]
                 | frozenset(LEX["materials"]) | LEX["styles"] | LEX["style_nouns"])
 
@@ -67,8 +68,8 @@ def _noun_phrase(np: str, *, article: str) -> str | None:
     if not words:
         return "article without a noun"
     rest = " ".join(words)
-    for prep in _NP_PREPS:  # "man on the left", "vase of flowers", "hair of the woman"
-        m = re.match(rf"^(.+?) {prep} (?:the |a |an )?(.+)$", rest)
+    for prep in _NP_PREP_RES:  # "man on the left", "vase of flowers", "hair of the woman"
+        m = prep.match(rest)
         if m:
             return _bare(m.group(1)) or _bare(m.group(2))
     return _bare(rest)
