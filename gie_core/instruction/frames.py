@@ -465,6 +465,8 @@ def h_place_in_setting(x: str, v: str, **_) -> Edit | None:
 
 
 _SETTING_VALUES = frozenset(LEX["settings"].values())
+_LOCATIVE_START = re.compile(r"^(?:on|in|at|to|into|onto|inside|underwater|under water|submerged)\b")
+_AT_PLACE = re.compile(r"^(?:on|in|at|to|inside|underwater|under water|submerged)\b")
 _DEFINITE = frozenset("the this that these those his her their its my him them it he she they".split())
 
 
@@ -478,7 +480,7 @@ def h_place_split(xv: str, caption: bool = False, **_) -> Edit | None:
         return None  # "put a boat on the lake" / "put fireworks in the sky" add them
     for i in range(1, len(words)):
         x, v = " ".join(words[:i]), " ".join(words[i:])
-        if not re.match(r"^(?:on|in|at|to|into|onto|inside|underwater|under water|submerged)\b", v):
+        if not _LOCATIVE_START.match(v):
             continue
         named = re.search(r"\s(?:setting|scene|environment|surroundings)$", v)
         if named:  # "the armchair in a living room setting" names the place as the setting
@@ -1001,7 +1003,7 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     switched = switch_value(x, v)
     if switched is not None:
         return switched
-    if re.match(r"^(?:on|in|at|to|inside|underwater|under water|submerged)\b", v):
+    if _AT_PLACE.match(v):
         placed = setting_value(v)  # "make the car underwater", "the house should be on the moon"
         if placed is not None and (placed.family == "background" or not strict):
             return placed
@@ -1484,7 +1486,10 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("global", "{v}", lambda v, **_: classify_global(v)),
     Frame("add", "{y}", lambda y, **_: h_add(y) if _PLACE.match(y) and not re.match(
         r"^(?:the|this|that|these|those|his|her|their|its|my)\b", y) else None),
-    Frame("attribute", "{xv}", lambda xv, **_: h_make(xv, strict=True) or h_make(xv, reverse=True, strict=True)),
+    # a caption of a changed attribute is short ("flooded street", "the car red"): longer text
+    # is not tried split by split
+    Frame("attribute", "{xv}", lambda xv, **_: None if xv.count(" ") > 6 else
+          h_make(xv, strict=True) or h_make(xv, reverse=True, strict=True)),
     Frame("add", "{y}", lambda y, **_: h_add(y) if re.match(
         r"^(?:an?|some|one|two|three|four|five|six|seven|eight|nine|ten|\d+|more|another|lots of|"
         r"a few|several|many)\b", y) or _PLACE.match(y) else None),

@@ -154,10 +154,14 @@ def numeric_age(v: str, bare: bool = True) -> str | None:
     return f"{words_of(n)} years old" if n and 0 < n < 120 else None
 
 
+_AGAIN = re.compile(r"\s+(?:again|once more|now|once again)$")
+_AN_AGE = re.compile(r"^(?:an? |the |look like an? |like an? |into an? |be an? )")
+
+
 def age_noun_value(v: str) -> str | None:
     """'a child' / 'kid' → 'a child', 'an old man' → 'older': what a person is turned into by age."""
-    v = re.sub(r"\s+(?:again|once more|now|once again)$", "", strip_look(v.strip()))
-    v = re.sub(r"^(?:an? |the |look like an? |like an? |into an? |be an? )", "", v)
+    v = _AGAIN.sub("", strip_look(v.strip()))
+    v = _AN_AGE.sub("", v)
     return LEX["age_nouns"].get(v) or numeric_age(v, bare=False)  # "an 80-year-old"
 
 
