@@ -66,7 +66,7 @@ class Rewrite:
 
 def ent(x: str | None) -> str | None:
     """A thing in the image (normalised), or ``None`` when ``x`` is not one."""
-    if x is None:
+    if x is None or x.endswith(("'s", "s'")):  # "the woman's" owns something not named
         return None
     t = entity(x)
     return t if valid_entity(t) and not is_image(t) and not is_image(x) else None
@@ -266,7 +266,7 @@ def text_place(p: str | None) -> str | None | bool:
 
 def h_text_colon(p: str, v: str) -> Edit | None:
     """'banner: "sale"', 'banner text: welcome home', 'license plate: abc 123'."""
-    m = re.match(r"^(.+?) (?:text|sign|caption|name|wording|title|lettering)$", p.strip())
+    m = re.match(r"^(.+?) (?:text|caption|name|wording|title|lettering)$", p.strip())
     if m:
         return h_text(v, m.group(1), quoted=False)
     return h_text(v, p, quoted=not _carries_text(p))
@@ -281,6 +281,9 @@ def _carries_text(p: str) -> bool:
 def h_text(v: str, p: str | None = None, quoted: bool = True, **_) -> Edit | None:
     """'write "happy birthday" on the cake': the words, as typed (lower-cased), quoted unless the
     clause says they are words ('the text hello'); where they go when it is not the image."""
+    if re.match(r"^(?:no|without|any|the) ", v.strip()) or v.strip() in ("text", "words"):
+        return None  # "billboard: no text" takes words away
+    v = re.sub(r"\s+(?:instead|please|now|too)$", "", v.strip())
     m = _QUOTED.match(v.strip())
     if m:
         words = " ".join((m.group("t") or m.group("u")).split())
@@ -328,8 +331,9 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
             if head(obj) in LEX["scenes"] and relation == "to":
                 return Edit("background", value=obj)
             place = "background"
-        elif owner is not None and (is_garment(obj) or obj in LEX["facial_hair"]):
-            place = owner
+        elif owner is not None and (is_garment(obj) or obj in LEX["facial_hair"] or
+                                    re.search(r"\b(?:hand|hands|arm|arms|paw|paws)$", p)):
+            place = owner  # "an umbrella in the woman's hand" is held by her
         else:
             place = p if valid_entity(p) else None
             if place is None:
@@ -349,6 +353,12 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
 def _expression_of(x: str, v: str) -> Edit | None:
     t, ex = ent(re.sub(r"'s?$", "", x.strip())), expression_value(v)
     return Edit("expression", target=t, value=ex) if t and ex else None
+
+
+def _is_defect(x: str) -> bool:
+    """Scratches, dust, red eye: what a retoucher removes when asked to fix it."""
+    t = entity(x)
+    return t in LEX["defects"] or head(t) in LEX["defects"]
 
 
 def h_add_or_instead(y: str) -> Edit | None:
@@ -557,6 +567,8 @@ def h_change(x: str, y: str, verb: str = "change", **_) -> Edit | None:
     aged = being_aged(xe, y)
     if aged is not None:  # "turn the man into a child"
         return aged
+    if is_being(xe) and expression_value(y) and not re.match(r"^(?:an?|the) ", y):
+        return Edit("expression", target=ent(x), value=expression_value(y))  # "girl -> surprised face"
     if verb_lemma(verb) in ("turn", "transform", "convert") and material_value(y) and ent(x):
         return Edit("material", target=ent(x), value=material_value(y))  # "turn the statue to gold"
     c = colour_value(y)
@@ -696,6 +708,8 @@ _ROT_WORDS = {"ninety": 90, "one hundred eighty": 180, "one hundred and eighty":
 def h_rotate(verb: str, amount: str, **_) -> Edit | None:
     a = amount.strip()
     a = re.sub(r"^(?:by|through)\s+", "", a)
+    a = re.sub(r"^(left|right|clockwise|counterclockwise|anticlockwise|ccw|cw) (\d{1,3}(?: ?(?:degrees?|°))?)$",
+               r"\2 \1", a)  # "rotate left 90"
     # "a quarter turn to the right", "90 degrees in the clockwise direction"
     a = re.sub(r"^(?:a |one )?(quarter|half)(?: (?:of a )?(?:turn|rotation))?\b",
                lambda m: "90 degrees" if m.group(1) == "quarter" else "180 degrees", a)
@@ -889,6 +903,9 @@ def _give(x: str, y: str) -> Edit | None:
         return h_add(y)  # "give me a red car" asks for an object
     if is_image(x):
         v = re.sub(r"^(?:an?|the)\s+", "", y)
+        level = _image_level(re.sub(r"\s+(?:tone|tones|look|feel|colou?rs?)$", "", v))
+        if level is not None:  # "give the photo a warmer tone"
+            return level
         if re.search(r"\b(?:look|feel|style|effect|filter|vibe|tone)$", v):
             return h_filter(v)
         g = classify_global(v)  # "give it golden hour lighting", "give it an overcast sky"
@@ -922,6 +939,9 @@ def _give(x: str, y: str) -> Edit | None:
 def h_make(xv: str, verb: str = "make", reverse: bool = False, strict: bool = False, **_) -> Edit | None:
     """'make <X> <V>' and friends: try every split (shortest X first); ``reverse`` reads '<V> <X>'
     captions ('blue car'), ``strict`` refuses open-class adjectives there."""
+    m = _INSTEAD_OF.search(xv)
+    if m:  # "make the sofa leather instead of fabric": what it was is not the edit
+        return h_make(xv[:m.start()], verb=verb, reverse=reverse, strict=strict)
     words = xv.split()
     if reverse and words and words[0] in ("a", "an", "the", "some"):
         words = words[1:]
@@ -939,6 +959,7 @@ def h_make(xv: str, verb: str = "make", reverse: bool = False, strict: bool = Fa
     return None
 
 
+_INSTEAD_OF = re.compile(r" (?:instead of|rather than) .+$")
 _WHERE_TAIL = re.compile(r" (?:in|on|at) (?:the|this|that) (?:sky|picture|photo|image|pic|shot|scene|frame|"
                          r"background|foreground|middle|center|centre)$")
 
@@ -1174,7 +1195,8 @@ FRAMES: tuple[Frame, ...] = (
     Frame("transform", "(zoom|zoom way|punch) {direction:zoomdir} [(on|of|from|to|into|at|onto)] [<img>] "
           "[(a bit|a little|slightly)]", h_zoom),
     Frame("transform", "zoom <img> {direction:zoomdir}", h_zoom),
-    Frame("transform", "(zoom|punch|push) {direction:zoomdir} (on|to|into|onto|at|towards) {x} [(a bit|a little|slightly)]",
+    Frame("transform", "(zoom|punch|push) {direction:zoomdir} [(closer|tighter|more)] (on|to|into|onto|at|towards) {x} "
+          "[(a bit|a little|slightly)]",
           h_zoom),
     Frame("transform", "(zoom|punch|push) (into|onto) {x}", lambda x, **_: h_zoom("in", x)),
     Frame("transform", "(warm|warm up|heat up) [the] [(colors|colours|tones|white balance|colour temperature|"
@@ -1221,8 +1243,13 @@ FRAMES: tuple[Frame, ...] = (
           "[(on|onto|over|across|to|in|at|along|under|above) {p}]", lambda v, p=None, **_: h_text(v, p, quoted=False)),
     Frame("text", "(~write|~add|~put|~overlay|~type|~print|~place|~insert|~stamp|~paint|~spell out) {v} "
           "[(on|onto|over|across|to|in|at|along|under|above) {p}]", h_text),
-    Frame("text", "(~change|~rename|~set) [the] {p} (name|sign|text|title|wording|lettering|sign text) to {v}",
+    Frame("text", "(~change|~rename|~set) [the] {p} (name|text|title|wording|lettering) to {v}",
           lambda v, p, **_: h_text(v, p, quoted=False)),
+    Frame("text", "(~change|~replace|~edit) the (text|words|writing|wording|lettering) (on|of) {p} (to|with|so it says) {v}",
+          lambda v, p, **_: h_text(v, p, quoted=False)),
+    Frame("text", "(~change|~set) {p} to {v}", lambda v, p, **_: h_text(v, p, quoted=True) if _carries_text(p) else None),
+    Frame("text", "{p}: {v}", lambda v, p, **_: h_text_colon(p, v) if _carries_text(p) or re.search(
+        r" (?:text|sign|caption|name|wording|title|lettering)$", p) else None),
     Frame("text", "(~rename) {p} [to] {v}", lambda v, p, **_: h_text(v, p, quoted=False)),
     Frame("text", "(~make|~have|~let|~get|~change|~edit) {p} (say|read|show|display|to say|to read|to show|"
           "so it says|so it reads|so it shows|so that it says) {v}", lambda v, p, **_: h_text(v, p, quoted=False)),
@@ -1243,7 +1270,10 @@ FRAMES: tuple[Frame, ...] = (
     Frame("background", "(use|give it|add|apply|choose|pick|put|set|give <img>) [(a|an)] {v} "
           "(background|backdrop)", h_background),
     # remove ("take ten years off her" is her age)
-    Frame("remove", "(~empty|~clear|~rid) {p} of [(all|the|all the)] {x}", lambda p, x, **_: h_remove(x)),
+    Frame("remove", "(~empty|~clear|~rid) {p} of [(all|the|all the|any)] {x}",
+          lambda p, x, **_: h_remove(x) if not p.endswith((" out", " off", " away")) else None),
+    Frame("remove", "(~fix|~repair|~correct|~clean up|~clean|~retouch|~remove) [(all|any)] [the] {x} "
+          "[(on|in|from|of) {p}]", lambda x, p=None, **_: h_remove(x) if _is_defect(x) else None),
     Frame("age", "(~take|~knock|~shave) {amount} years off [of] {x}",
           lambda amount, x, **_: h_age_verb("de-age", x, amount)),
     Frame("remove", "<remove> {x}", h_remove),
@@ -1264,6 +1294,8 @@ FRAMES: tuple[Frame, ...] = (
     Frame("add", "(~scatter|~sprinkle) {y} (over|across|on|onto|around) {p}",
           lambda y, p, **_: h_add(y, place=p)),
     Frame("add", "give me {y}", lambda y, **_: h_add(y)),
+    Frame("add", "(~make|~have|~let|~get) {p} (hold|holding|carry|carrying|be holding|be carrying) {y}",
+          lambda p, y, **_: h_add(y, place=p) if is_being(entity(resolve_pronoun(p))) else None),
     Frame("add", "(~shine|~point|~aim|~cast) {y} (on|onto|at) {p}", lambda y, p, **_: h_add(y, place=p)),
     Frame("add", "have {y} {rel:rel} {p}", lambda y, rel, p, **_: h_add(y, place=p, relation=rel)),
     # clothing / hair / size / age / state verbs
@@ -1281,10 +1313,10 @@ FRAMES: tuple[Frame, ...] = (
     Frame("age", "{verb:ageverb} {x}", h_age_verb),
     Frame("state", "(~turn|~switch|~flick|~click|~power) {p:onoff} {x}", h_switch),
     Frame("state", "(~turn|~switch|~flick|~click|~power) {x} {p:onoff}", h_switch),
-    Frame("state", "{verb:stateverb} {x} [with {stuff}]", h_state_verb),
     Frame("state", "(~light|~illuminate|~fill) {x} (with|by|using) {v}",
           lambda x, v, **_: Edit("state", target=ent(x), value=LEX["light_sources"][entity(v)])
           if ent(x) and entity(v) in LEX["light_sources"] else None),
+    Frame("state", "{verb:stateverb} {x} [with {stuff}]", h_state_verb),
 
     Frame("state", "(~make|~have|~let|~get) {x} {verb:stateverb} (his|her|their|its) {part:part}", h_own_part),
     Frame("background", "(~put|~set|~move|~place|~transport|~take|~send|~relocate|~bring) <img> {v}",
@@ -1294,7 +1326,7 @@ FRAMES: tuple[Frame, ...] = (
     Frame("material", "(~build|~rebuild|~carve|~sculpt|~craft|~construct|~make|~cast|~mould|~mold|~forge|~redo|"
           "~recreate|~remake) {x} (out of|from|of|in|with|using) {v}",
           lambda x, v, **_: Edit("material", target=ent(x), value=material_value(v))
-          if ent(x) and material_value(v) else None),
+          if ent(x) and material_value(v) and not x.endswith((" instead", " rather")) else None),
     # give / make / change
     Frame("give", "<give> {xy}", h_give),
     Frame("paint", "{verb:paintverb} {xv}", lambda verb, xv, **_: h_make(xv, verb=verb)),
@@ -1342,6 +1374,13 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("the sun is", "[(make|have|get) <img> (look|seem) (like|as if|as though)] the sun (is|was) (rising|coming up)",
             "make it sunrise"),
     Rewrite("see", "see {y}", "{y}"),
+    Rewrite("show as", "(show|picture|imagine|depict) {x} as {y}", "turn {x} into {y}"),
+    Rewrite("it should be instead", "(it|this|that) {m:modal} be {y} (instead of|rather than|in place of) {x}",
+            "replace {x} with {y}"),
+    Rewrite("colon part", "{x}: {part:part} {v}", "make {x}'s {part} {v}"),
+    Rewrite("colon no", "{x}: (no|without|minus) {y}", "{x} without {y}"),
+    Rewrite("colon zoom", "zoom in: {x}", "zoom in on the {x}"),
+    Rewrite("colon zoom", "(close-up|closeup|closer) [(on|of)]: {x}", "zoom in on the {x}"),
     Rewrite("needs doing", "[<img>] (needs|need|could use|wants|requires) [(a|some)] [(bit of|little|more)] {n:deverbal}",
             "{n} it"),
     Rewrite("would be great if", "[(it|this|that)] (would|'d|will) be (great|cool|nice|awesome|amazing|lovely|better|fun|"
@@ -1374,6 +1413,7 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("look like", "(make|have|get) <img> (look|seem|appear) (like|as if|as though) {x} <be> {v}",
             "make {x} {v}"),
     Rewrite("instead", "{c} instead", "{c}"),
+    Rewrite("instead of", "{c} (instead of|rather than) {x}", "{c}"),
     Rewrite("deverbal noun", "[(do|apply|perform|add|give <img>)] [(a|an|some)] {x} {n:deverbal}", "{n} the {x}"),
     Rewrite("statement", "{x} {m:modal} [be] {v}", "make {x} {v}"),
     Rewrite("participle", "{m:make} {x} {p:vbn}", "{p} {x}"),
@@ -1391,7 +1431,7 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("of the image", "{v} of (the|this|that|my|your|our|whole|entire) <img>", "{v}"),
 )
 add_classes({"make": r"(?:make|get|have|let|keep|leave|render)",
-             "hasverb": r"(?:wear|have|hold|get|grow|smile|frown|laugh|cry)",
+             "hasverb": r"(?:wear|have|hold|get|grow|smile|frown|laugh|cry|say|read|show)",
              "someone": r"(?:him|her|them|the (?:man|woman|boy|girl|baby|child|kid|person|guy|lady))",
              # "(would you mind) putting …": gerunds that are not also nouns ("building", "painting")
              "ing": alternation({g for ws in LEX["verbs"].values() for w in ws
@@ -1472,7 +1512,7 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("transform", "{v} (crop|cropped|format)", lambda v, **_: Edit("transform", value="crop square")
           if v == "square" else None),
     Frame("transform", "[(a|an)] (closer view|close-up|closeup|close up|closer shot|tighter shot|zoomed-in view|"
-          "zoomed in view) (of|on) {x}", lambda x, **_: h_zoom("in", x)),
+          "zoomed in view|tighter crop|closer crop|tighter framing) (of|on|around) {x}", lambda x, **_: h_zoom("in", x)),
     Frame("transform", "[a] vignette [(effect|filter)] [(on|to|around|in|over) {anything}]",
           const("transform", "vignette")),
     Frame("transform", "{v} <img>", lambda v, **_: _image_level(v) or classify_global(v)),

@@ -28,8 +28,12 @@ _SYMBOLS = (("°", re.compile(r"(\d)\s*°"), lambda m: m.group(1) + " degrees"),
             ("&", re.compile(r"\s&\s"), " and "), ("&", re.compile(r"\bb&w\b"), "black and white"),
             # arrows stand for "into" ("car → boat"); replaced before emoji are dropped
             *((arrow, re.compile(rf"\s*{arrow}\ufe0f?\s*"), " into ") for arrow in "\u2192\u279c\u2794\u21d2\u27f6\u2799\u27a1"),
+            ("->", re.compile(r"\s*-+>\s*"), " into "), ("=>", re.compile(r"\s*=>\s*"), " into "),
             # "yard + snowman" is the yard with a snowman; "+hat" adds one
-            ("+", re.compile(r"(?<=\w)\s+\+\s+(?=\w)"), " with "), ("+", re.compile(r"^\+\s*(?=[a-z])"), "add "))
+            ("+", re.compile(r"^([a-z][a-z ]*?)\s*:?\s*\+\s*([a-z].*)$"), r"add \2 to the \1"),  # "man: +beard"
+            ("+", re.compile(r"(?<=\w)\s+\+\s+(?=\w)"), " with "), ("+", re.compile(r"^\+\s*(?=[a-z])"), "add "),
+            ("-", re.compile(r"^([a-z][a-z ]*?)\s*(?::\s*|\s)-(?=[a-z])([a-z].*)$"), r"remove the \2 from the \1"),
+            ("into", re.compile(r"\binto (?:gone|removed|deleted|nothing|none)$"), "gone"))
 # Chat spellings ("u", "w/", "→") stand for words; whole words only.
 _CHAT = LEX["chat_spellings"]
 _CHAT_RE = re.compile(rf"(?<![\w/'-]){alternation(_CHAT)}(?![\w/'-])")
@@ -199,7 +203,8 @@ _ING_BEFORE_PLACE = re.compile(r"(?<=\S) ([a-z]+ing)(?= (?:on|in|at|across|over|
 
 def _drop_participle(m: re.Match) -> str:
     """Drop a verb's -ing form that is only a verb ('arching', 'hovering'; not 'painting')."""
-    return "" if parts_of_speech(m.group(1)) == frozenset({"VERB"}) else m.group(0)
+    pos = parts_of_speech(m.group(1))
+    return "" if "VERB" in pos and "NOUN" not in pos else m.group(0)
 
 
 @functools.lru_cache(maxsize=1 << 16)

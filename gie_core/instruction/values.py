@@ -16,6 +16,7 @@ _COLOUR_RE = re.compile(rf"^(?:{alternation(LEX['colour_modifiers'])} )?{_COLOUR
                         rf"(?:(?: and |-|/| or ){_COLOUR_WORD})?$")
 _LOOK = re.compile(r"^(?:(?:look|looks|appear|seem|be|feel|become|get|grow)\s+)?(?:like\s+)?"
                    r"(?:(?:it's|it is|it was|it were|its|they're|they are|there's|there is|there are|"
+                   r"he's|she's|he is|she is|"
                    r"this is|this was|everything is|we're|we are)\s+)?"
                    r"(?:(?:be|look|made)\s+)?"
                    # "taken at night", "set on the moon", "take place on mars": where/when it is
@@ -284,7 +285,7 @@ _STYLE_TAIL = re.compile(r"\s+(?:style|styled|aesthetic|look|version|filter|effe
 _IMAGE_TAIL = re.compile(r"(?<=\S)\s+(?:photo|image|picture|photograph|pic|shot|still|movie|film|"
                          r"animation|frame|scene)$")
 # "painted in watercolour", "hand-sketched in pencil", "drawn by van gogh": the medium or artist.
-_STYLE_PREP = re.compile(r"^(?:in|into|to|as|like)\s+")
+_STYLE_PREP = re.compile(r"^(?:in|into|to|as|like|on)\s+")
 _STYLE_SOURCE = re.compile(r"^(?:(?:it's|it is|it was) )?(?:straight )?(?:out of|from) (?=an? |the )")
 _STYLE_STILL = re.compile(r"^(?:an? |the )?(?:still|frame|scene|shot|screenshot|screengrab) (?:from|of|out of) ")
 _STYLE_COMPOUND = re.compile(r"^([a-z0-9' ]+?)-(?:style|styled|inspired) .+$")
@@ -309,6 +310,8 @@ def style_value(raw: str) -> str | None:
     v = _MADE_IN.sub("", v)
     explicit = False
     for _ in range(2):
+        if v in LEX["style_synonyms"] or v in LEX["styles"]:
+            break  # "old film" is a known look before "film" is dropped as a medium word
         m = _STYLE_OF.match(v) or _WORK_BY.match(v)
         if m:
             v, explicit = m.group(1), True
@@ -403,6 +406,8 @@ def state_value(v: str, strict: bool = False) -> str | None:
     v = LEX["state_synonyms"].get(v, v)
     if v in MULTIWORD_STATES:
         return v
+    if v in LEX["opinion_adjectives"]:
+        return None  # "the beige is boring" judges the picture, it asks for nothing
     if v in LEX["state_adjectives"]:
         return v if " " not in v else None  # the canonical shape takes one word ("flooded")
     if strict or len(v.split()) != 1 or not re.fullmatch(r"[a-z][a-z-]+", v):
