@@ -8,6 +8,8 @@ every one written blind (by authors who never read the rules) and every one tune
   other          70 edits x 4, another author and style (read from round 2 on; --final)
   blind2         120 edits x 4 (liu_blind2; read from round 3 on)
   blind3-dev     80 edits x 4 (the dev half of liu_blind3; read from round 4 on)
+  blind3-heldout 80 edits x 4 (its held-out half; read in round 7)
+  blind4         110 edits x 4 (liu_blind4; read in round 6)
   blind5-a       47 edits x 4 (half a of liu_blind5; read in round 5)
   own            50 edits x 4, written by the rules' first author (dev + held-out)
 Suites nobody tuned on are kept outside the repository and scored with --suite FILE.jsonl (a
@@ -64,6 +66,8 @@ def load_suites() -> dict[str, list[dict]]:
         "other": load_jsonl(DATA / "other_suite.jsonl"),
         "blind2": load_jsonl(DATA / "blind2_suite.jsonl"),
         "blind3-dev": load_jsonl(DATA / "blind3_dev.jsonl"),
+        "blind3-heldout": load_jsonl(DATA / "blind3_heldout.jsonl"),
+        "blind4": load_jsonl(DATA / "blind4_suite.jsonl"),
         "blind5-a": load_jsonl(DATA / "blind5_a.jsonl"),
         "own-dev": [e for e in own["edits"] if e["split"] == "dev"],
         "own-heldout": [e for e in own["edits"] if e["split"] == "heldout"],

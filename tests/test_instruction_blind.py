@@ -3,9 +3,9 @@ word salad: consistency, separation, idempotence, and well-formed English output
 
 The suites, all written blind by helpers who never read the rules, and all tuned on by now (see
 docs/instruction.md for when each was first scored and read): blind-dev, blind-heldout, other,
-blind2 (liu_blind2), blind3-dev and blind5-a (the dev halves of liu_blind3 and liu_blind5; their
-other halves and liu_blind4 stay outside the repository, so that a later round can still measure
-on text nobody tuned on, with benchmarks/liu.py --suite). The bars are the issue's: >= 90 % of
+blind2, blind3-dev, blind3-heldout, blind4 and blind5-a (liu_blind2 to liu_blind5; half b of
+liu_blind5 and liu_blind6 stay outside the repository, so that a later round can still measure on
+text nobody tuned on, with benchmarks/liu.py --suite). The bars are the issue's: >= 90 % of
 edits with one canonical form, no output shared between two edits, idempotent, and no malformed
 canonical output; here they guard against regressions on tuned text.
 """
@@ -26,7 +26,7 @@ from gie_core.instruction.wellformed import check
 DATA = Path(__file__).parent / "data" / "liu"
 SUITES = {"blind-dev": "benchmark_dev.jsonl", "blind-heldout": "benchmark_heldout.jsonl",
           "other": "other_suite.jsonl", "blind2": "blind2_suite.jsonl", "blind3-dev": "blind3_dev.jsonl",
-          "blind5-a": "blind5_a.jsonl"}
+          "blind3-heldout": "blind3_heldout.jsonl", "blind4": "blind4_suite.jsonl", "blind5-a": "blind5_a.jsonl"}
 
 
 def load(name: str) -> list[dict]:
@@ -52,11 +52,12 @@ def test_suite_files_have_the_promised_shape():
     assert len(dev) + len(held) >= 150 and not {e["id"] for e in dev} & {e["id"] for e in held}
 
 
-# Consistency at the end of round 5 (docs/instruction.md): 97.8 % blind-dev, 94.4 % blind-heldout,
-# 82.9 % other, 91.7 % blind2, 88.8 % blind3-dev, 80.9 % blind5-a -- all tuned on. The floors catch
-# regressions; the suites the rules were not tuned on are scored by benchmarks/liu.py --suite.
-FLOOR = {"blind-dev": 0.96, "blind-heldout": 0.93, "other": 0.81, "blind2": 0.9, "blind3-dev": 0.87,
-         "blind5-a": 0.78}
+# Consistency at the end of round 7 (docs/instruction.md): 98.9 % blind-dev, 94.4 % blind-heldout,
+# 82.9 % other, 93.3 % blind2, 87.5 % blind3-dev, 88.8 % blind3-heldout, 83.6 % blind4, 80.9 %
+# blind5-a -- all tuned on. The floors catch regressions; suites the rules were not tuned on are
+# scored by benchmarks/liu.py --suite.
+FLOOR = {"blind-dev": 0.97, "blind-heldout": 0.93, "other": 0.81, "blind2": 0.92, "blind3-dev": 0.86,
+         "blind3-heldout": 0.87, "blind4": 0.82, "blind5-a": 0.79}
 
 
 def _consistency(edits, outs) -> float:
@@ -69,10 +70,9 @@ def test_consistency_does_not_fall_below_the_measured_floor(suite):
     assert share >= FLOOR[name], f"{name}: {share:.1%} of edits unify to one form"
 
 
-@pytest.mark.parametrize("name", ["other", "blind3-dev", "blind5-a"])
-@pytest.mark.xfail(strict=True, reason="the 90 % bar is not met even on these tuned suites (82.9 %, "
-                                       "88.8 %, 80.9 %); on suites not tuned on it is 33-57 % "
-                                       "(docs/instruction.md)")
+@pytest.mark.parametrize("name", ["other", "blind3-dev", "blind3-heldout", "blind4", "blind5-a"])
+@pytest.mark.xfail(strict=True, reason="the 90 % bar is not met even on these tuned suites (81-89 %); "
+                                       "on suites not tuned on it is far lower (docs/instruction.md)")
 def test_consistency_bar_on_the_harder_tuned_suites(name):
     edits = load(name)
     outs = dict(zip([p for e in edits for p in e["phrasings"]],
@@ -151,6 +151,8 @@ def _input_forms(text: str) -> set[str]:
                          (r"outline|edges|contour", "line drawing"),
                          (r"\bburn|ablaze|aflame|flames", "fire"), (r"\bshav|\b(?:remove|off)\b.*\bhair", "bald"),
                          (r"\bsun (?:is |was )?(?:setting|going down)", "sunset"),
+                         (r"\bcurl", "curly"), (r"\bbraid", "braided"),
+                         (r"\bwriting\b|\bwords\b|\blettering\b|\bwording\b", "text"),
                          (r"\bsun (?:is |was )?(?:rising|coming up)", "sunrise"),
                          (r"\bquarter\b", "90"), (r"\bhalf (?:a )?(?:turn|rotation)", "180"),
                          (r"\bwarm", "warmer"), (r"\bcool", "cooler")):
@@ -163,7 +165,7 @@ def _input_forms(text: str) -> set[str]:
 
 def _invented(text: str, out: str) -> list[str]:
     """Content words of a canonical ``out`` that come from nowhere in ``text``."""
-    words = {w.strip("'") for w in re.findall(r"[a-z0-9'-]+", out.replace("'s", "").replace("-", " "))}
+    words = {w.strip("'") for w in re.findall(r"[a-z0-9'-]+", re.sub(r"'s\b", "", out).replace("-", " "))}
     return sorted(w for w in words - _CONTENT_EXEMPT - _input_forms(text)
                   if lemma(w, "NOUN") not in _input_forms(text))
 

@@ -39,7 +39,7 @@ _WISH = frozenset("want wants need needs like love wish hope prefer would 'd won
 COMMENTARY: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(p)) for name, p in (
     ("complaint", rf"^(?:(?:it|this|that|it's|its|it is|this is|that's|everything is|way|"
                   rf"looks|look|kind of|kinda) )*{_DEGREE}too \S+(?: \S+){{0,3}}$"),
-    ("question", r"^(?:what|how|why|where|who|when|which)\b(?! about\b)(?!'s up with)"
+    ("question", r"^(?:what|how|why|where|who|when|which)\b(?! about\b)(?!'s up with)(?! would \S+ look\b)"
                  r"|^(?:is|isn't|doesn't|don't|didn't|wouldn't|won't|can't|does|do|did) "
                  r"(?:it|this|that|he|she|they|you)\b(?! (?:be|look|have)\b)"),
     ("reason", r"^for (?:privacy|fun|insta|instagram|social media|the win|(?:a|an|the|that|some|my|"
@@ -60,6 +60,7 @@ COMMENTARY: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(p)) for
     ("aim", r"^(?:going for|aiming for|trying to get|want(?:ing)? to get) (?:a|an|the|that|some|more)\b|"
             r"^(?:going|aiming|trying|shooting)$"),
     ("ability", r"^(?:(?:can|could|would|will) (?:you|u) )?(?:do|manage|handle) (?:that|this|it)$|"
+                r"^(?:(?:can|could|would|will) (?:you|u) )?show (?:me|us)$|"
                 r"^(?:is that|would that be) (?:possible|ok|okay|doable)$"),
     ("thanks", r"^(?:thanks|thank you|thx|ty|cheers|much appreciated|appreciate it)(?: .+)?$"),
     # "want a clean shot", "need it to pop": a reason without its subject

@@ -167,6 +167,7 @@ def h_replace(x: str, y: str, **_) -> Edit | None:
     xe, ye = ent(x), ent(y)
     if xe is None or ye is None or xe == ye:
         return None
+    xe = removal_target(x) or xe  # "the mug on the table" is the mug (a side tells two apart)
     sky = sky_value(xe, y)
     if sky is not None:
         return sky
@@ -200,6 +201,8 @@ def h_remove(x: str, p: str | None = None, **_) -> Edit | None:
         return Edit("remove", target="background")  # a cut-out: the subject on nothing
     if t in ("colour", "color", "colours", "colors"):
         return None
+    if t in ("writing", "words", "lettering", "wording", "letters"):
+        t = "text"  # "erase the writing on the poster"
     owner = hair_owner(t)
     if owner:  # "shave his hair off": all of it gone is bald
         return Edit("hair", target=owner, value="bald")
@@ -216,10 +219,14 @@ def h_background(v: str, **_) -> Edit | None:
 _REL = alternation(LEX["add_relations"])
 _PLACE = re.compile(rf"^(.+?)\s+({_REL})\s+((?:the|his|her|their|its|my|this|that|him|it|them)\b.*)$")
 _WEATHER_NOUNS = LEX["weather_nouns"]
+_WEATHER_WORD = alternation(LEX["weather_nouns"])
 
 
 _COUNT = re.compile(rf"^(?P<c>{alternation(LEX['count_words'])})(?: as many| the (?:number|amount|count) "
                     r"of| the)? (?P<x>.+)$")
+
+
+_ON_PLACE = re.compile(r" (?:on|in|at) (?:the|this|that) [a-z]+$")
 
 
 def count_value(y: str) -> Edit | None:
@@ -228,7 +235,7 @@ def count_value(y: str) -> Edit | None:
     m = _COUNT.match(y.strip())
     if not m:
         return None
-    things = entity(m.group("x"))
+    things = entity(_ON_PLACE.sub("", m.group("x")))  # "double the cupcakes on the plate"
     if not valid_entity(things) or not is_plural(things) or is_image(things) or \
             re.match(r"^(?:size|number|amount|count)\b", things):
         return None
@@ -307,12 +314,15 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
             body = re.sub(r"\s+(?:up|down|out|over|high up|way up)$", "", body)  # "a moon up in the sky"
     relation = LEX["add_relations"].get(relation or "to", "to")
     obj = entity(body)
+    obj = re.sub(rf"^((?:an? )?{_WEATHER_WORD}) with (?:some )?{_WEATHER_WORD}$", r"\1", obj)  # "a storm with lightning"
     weather = re.sub(r"^(?:an? )?(?:falling|fresh|heavy|light|pouring|driving|gentle|soft) ", "", obj)
     if weather != obj and weather in _WEATHER_NOUNS:
         obj = weather  # "add falling snow" is the weather
     counted = count_value(body) if place is None else None
     if counted is not None:  # "make there be twice as many balloons"
         return counted
+    if place is None and obj in LEX["light_sources"]:
+        return _lit(None, obj)  # "add neon lighting": the scene lit by it
     if obj.startswith("one ") and not is_plural(obj) and not obj.startswith("one more "):
         obj = obj[4:]  # "add one dog" is "add a dog"; other numbers are kept
     if not valid_entity(obj) or is_image(obj) or obj in LEX["pronouns"] or \
@@ -338,6 +348,10 @@ def h_add(y: str, place: str | None = None, relation: str | None = None, **_) ->
             place = p if valid_entity(p) else None
             if place is None:
                 return None
+    if place is not None and is_being(place) and re.search(rf"\b{_HAIR}$", obj) and hair_value(obj):
+        return Edit("hair", target=place, value=hair_value(obj))  # "long hair on him"
+    if place is not None and is_being(place) and obj in LEX["hair_styles"]:
+        return Edit("hair", target=place, value=obj)  # "a ponytail on her"
     if place is None and (obj in _WEATHER_NOUNS or re.sub(r"^an? ", "", obj) in _WEATHER_NOUNS):
         return Edit("weather", value=LEX["weather"][re.sub(r"^an? ", "", obj)])
     if place is None and global_value(obj) in LEX["times"] and \
@@ -359,6 +373,18 @@ def _is_defect(x: str) -> bool:
     """Scratches, dust, red eye: what a retoucher removes when asked to fix it."""
     t = entity(x)
     return t in LEX["defects"] or head(t) in LEX["defects"]
+
+
+def h_held(p: str, y: str) -> Edit | None:
+    """'make the woman hold an umbrella' adds it to her; '… a bouquet instead of the umbrella'
+    replaces what she holds."""
+    if not is_being(entity(resolve_pronoun(p))):
+        return None
+    m = _INSTEAD.match(y)
+    return h_replace(m.group(2), m.group(1)) if m else h_add(y, place=p)
+
+
+_INSTEAD = re.compile(r"^(.+?) (?:instead of|in place of|rather than) (.+)$")
 
 
 def h_add_or_instead(y: str) -> Edit | None:
@@ -480,6 +506,49 @@ _AT_PLACE = re.compile(r"^(?:on|in|at|to|inside|underwater|under water|submerged
 _DEFINITE = frozenset("the this that these those his her their its my him them it he she they".split())
 
 
+def _lit(x: str | None, source: str) -> Edit | None:
+    """'light the room with candles' → the room candlelit; the whole picture is 'the scene'."""
+    value = LEX["light_sources"].get(source)
+    t = "scene" if x is None or is_image(x) else ent(x)
+    return Edit("state", target=t, value=value) if value and t else None
+
+
+def _head_owner(x: str) -> str | None | bool:
+    """'his head' / 'the man's head' → 'man'; ``False`` when ``x`` is not a head."""
+    t = entity(x.strip())
+    m = re.match(r"^(?:(.+?)'s )?(?:head|scalp)$", t)
+    if not m:
+        return False
+    return ent(m.group(1)) if m.group(1) else None
+
+
+_HAIR_VERBS = {"curl": "curly", "braid": "braided", "straighten": "straight"}
+
+
+def _hair_verb(verb: str, x: str) -> Edit | None:
+    """'curl her hair' → curly hair; only hair is curled this way ('straighten the horizon' is not)."""
+    owner = hair_owner(x)
+    value = _HAIR_VERBS.get(verb_lemma(verb) or verb)
+    return Edit("hair", target=owner or None, value=value) if owner is not None and value else None
+
+
+_LIT_STATES = {v: v for v in LEX["light_sources"].values()} | {k: v for k, v in LEX["state_synonyms"].items()
+                                                                 if v in LEX["light_sources"].values()}
+
+
+def _in_weather(v: str) -> Edit | None:
+    """'in the middle of a sandstorm', 'into a blizzard': the weather around the scene."""
+    m = re.match(r"^(?:in|into)(?: the middle of| the midst of)? (?:an? |the )?(.+)$", v.strip())
+    w = m.group(1) if m else None
+    return Edit("weather", value=LEX["weather"][w]) if w in _WEATHER_NOUNS and w in LEX["weather"] else None
+
+
+def const_local(value: str) -> Handler:
+    def handler(**_):
+        return Edit("transform", target="background", value=value)
+    return handler
+
+
 def h_place_split(xv: str, caption: bool = False, **_) -> Edit | None:
     """'<thing> <where>' with the split found here ('the car underwater', 'him in outer space').
     A caption needs a known setting and a thing that is already there ('a house on the moon'
@@ -586,7 +655,7 @@ def h_change(x: str, y: str, verb: str = "change", **_) -> Edit | None:
     if style_value(y) and re.search(r"\b(?:style|painting|drawing|sketch|cartoon|anime|comic|art|"
                                     r"illustration|render)\b", y) and verb != "swap":
         return None  # "turn the man into a cartoon": a local style change we have no clause for
-    return Edit("replace", target=xt, value=ye)
+    return Edit("replace", target=removal_target(x) or xt, value=ye)
 
 
 _LEVELS = {
@@ -906,7 +975,7 @@ def _give(x: str, y: str) -> Edit | None:
         level = _image_level(re.sub(r"\s+(?:tone|tones|look|feel|colou?rs?)$", "", v))
         if level is not None:  # "give the photo a warmer tone"
             return level
-        if re.search(r"\b(?:look|feel|style|effect|filter|vibe|tone)$", v):
+        if re.search(r"\b(?:look|feel|style|effect|filter|vibe|tone|theme)$", v):
             return h_filter(v)
         g = classify_global(v)  # "give it golden hour lighting", "give it an overcast sky"
         return g if g is not None and g.family in ("time", "weather", "season") else None
@@ -994,7 +1063,10 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
                 and len(lv.split()) == 1:
             return Edit("weather", value=LEX["weather_verbs"].get(lv) or
                         LEX["weather_verbs"][verb_lemma(lv)])
-        return classify_global(v) or _image_level(v)
+        lit = _LIT_STATES.get(strip_look(v))
+        if lit is not None:  # "make the scene neon-lit"
+            return Edit("state", target="scene", value=lit)
+        return classify_global(v) or _image_level(v) or count_value(v)  # "make it twice as many X"
     if is_background(x):
         if strict and not (colour_value(v) or head(background_value(v) or "") in LEX["scenes"]):
             return None  # a caption names a real background ("beach background"), not "cut out the"
@@ -1005,6 +1077,9 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
     sky = sky_value(x, v)
     if sky is not None:
         return sky
+    if entity(x) in ("lighting", "light", "colours", "colors", "tones", "colour", "color") and \
+            strip_look(v) in ("warmer", "cooler", "colder"):  # "make the lighting warmer"
+        return Edit("transform", value="warmer" if strip_look(v) == "warmer" else "cooler")
     if entity(x) in ("weather", "season", "time of day", "time", "lighting", "style", "art style"):
         return None if strict else h_change(x, v)
     if entity(x) in _QUALITIES:  # "make the contrast higher", "the saturation a little lower"
@@ -1074,11 +1149,11 @@ def target_value(verb: str, x: str, v: str, strict: bool = False) -> Edit | None
         # "an orange" with its article is the fruit; "orange" alone is the colour
         if valid_entity(y) and y != target and (colour_value(y) is None or m.group(1).startswith("a")) \
                 and material_value(y) is None and not is_image(y):
-            return Edit("replace", target=target, value=y)
+            return Edit("replace", target=removal_target(x) or target, value=y)
     if verb in ("make", "turn") and not strict and is_plural(head(target)) and is_plural(v) and \
             valid_entity(entity(v)) and all("NOUN" in parts_of_speech(w) for w in v.split()[-1:]) \
             and colour_value(v) is None and material_value(v) is None and not style_value(v):
-        return Edit("replace", target=target, value=entity(v))  # "make the flowers sunflowers"
+        return Edit("replace", target=removal_target(x) or target, value=entity(v))  # "make the flowers sunflowers"
     s = state_value(v, strict=strict)
     if s is not None:
         return Edit("state", target=target, value=s)
@@ -1138,6 +1213,7 @@ add_classes({
     "sizenoun": alternation(LEX["size_nouns"]),
     "part": alternation(LEX["body_parts"]),
     "onoff": r"(?:on|off)",
+    "hairverb": alternation(["curl", "braid", "straighten"], inflect=True),
 })
 
 
@@ -1163,6 +1239,8 @@ FRAMES: tuple[Frame, ...] = (
           const("transform", "invert")),
     Frame("transform", "(apply|add) [a] negative [(filter|effect)] [to <img>]", const("transform", "invert")),
     Frame("transform", "blur [<img>] [(out|up)]", const("transform", "blur")),
+    Frame("transform", "(~saturate|~oversaturate) [(them|<img>|the colou?rs|the colors|the colours)] [more]",
+          const("transform", "increase saturation")),
     Frame("transform", "sharpen [<img>] [up]", const("transform", "sharpen")),
     Frame("transform", "(pixelate|pixelise|pixelize) [<img>]", const("transform", "pixelate")),
     Frame("transform", "{verb:filterverb} (out|up) {x}", h_local_filter),
@@ -1200,10 +1278,10 @@ FRAMES: tuple[Frame, ...] = (
           h_zoom),
     Frame("transform", "(zoom|punch|push) (into|onto) {x}", lambda x, **_: h_zoom("in", x)),
     Frame("transform", "(warm|warm up|heat up) [the] [(colors|colours|tones|white balance|colour temperature|"
-          "color temperature)] [(of|in) <img>] [<img>]",
+          "color temperature|lighting|light)] [(of|in) <img>] [<img>]",
           const("transform", "warmer")),
     Frame("transform", "(cool|cool down|cool off) [the] [(colors|colours|tones|white balance|colour temperature|"
-          "color temperature)] [(of|in) <img>] "
+          "color temperature|lighting|light)] [(of|in) <img>] "
           "[<img>]", const("transform", "cooler")),
     Frame("transform", "(crop|trim) [<img>] [(to|into|as)] [a] [1:1] square [(shape|format|aspect ratio)]",
           const("transform", "crop square")),
@@ -1269,6 +1347,12 @@ FRAMES: tuple[Frame, ...] = (
     Frame("background", "(make|set|paint|color|colour) [the] (background|backdrop|bg) {v}", h_background),
     Frame("background", "(use|give it|add|apply|choose|pick|put|set|give <img>) [(a|an)] {v} "
           "(background|backdrop)", h_background),
+    Frame("hair", "(~shave) {x}", lambda x, **_: Edit("hair", target=_head_owner(x), value="bald")
+          if _head_owner(x) is not False else None),
+    Frame("hair", "{verb:hairverb} {x}", lambda verb, x, **_: _hair_verb(verb, x)),
+    Frame("hair", "(~put|~tie|~style|~do|~wear|~have) {x} (in|into|up in) {y}",
+          lambda x, y, **_: Edit("hair", target=hair_owner(x) or None, value=entity(y))
+          if hair_owner(x) is not None and entity(y) in LEX["hair_styles"] else None),
     # remove ("take ten years off her" is her age)
     Frame("remove", "(~empty|~clear|~rid) {p} of [(all|the|all the|any)] {x}",
           lambda p, x, **_: h_remove(x) if not p.endswith((" out", " off", " away")) else None),
@@ -1295,7 +1379,7 @@ FRAMES: tuple[Frame, ...] = (
           lambda y, p, **_: h_add(y, place=p)),
     Frame("add", "give me {y}", lambda y, **_: h_add(y)),
     Frame("add", "(~make|~have|~let|~get) {p} (hold|holding|carry|carrying|be holding|be carrying) {y}",
-          lambda p, y, **_: h_add(y, place=p) if is_being(entity(resolve_pronoun(p))) else None),
+          lambda p, y, **_: h_held(p, y)),
     Frame("add", "(~shine|~point|~aim|~cast) {y} (on|onto|at) {p}", lambda y, p, **_: h_add(y, place=p)),
     Frame("add", "have {y} {rel:rel} {p}", lambda y, rel, p, **_: h_add(y, place=p, relation=rel)),
     # clothing / hair / size / age / state verbs
@@ -1313,14 +1397,16 @@ FRAMES: tuple[Frame, ...] = (
     Frame("age", "{verb:ageverb} {x}", h_age_verb),
     Frame("state", "(~turn|~switch|~flick|~click|~power) {p:onoff} {x}", h_switch),
     Frame("state", "(~turn|~switch|~flick|~click|~power) {x} {p:onoff}", h_switch),
-    Frame("state", "(~light|~illuminate|~fill) {x} (with|by|using) {v}",
-          lambda x, v, **_: Edit("state", target=ent(x), value=LEX["light_sources"][entity(v)])
-          if ent(x) and entity(v) in LEX["light_sources"] else None),
+    Frame("state", "(~light|~illuminate|~fill) {x} (with|by|using) {v}", lambda x, v, **_: _lit(x, entity(v))),
     Frame("state", "{verb:stateverb} {x} [with {stuff}]", h_state_verb),
 
     Frame("state", "(~make|~have|~let|~get) {x} {verb:stateverb} (his|her|their|its) {part:part}", h_own_part),
     Frame("background", "(~put|~set|~move|~place|~transport|~take|~send|~relocate|~bring) <img> {v}",
-          lambda v, **_: setting_value(v)),
+          lambda v, **_: setting_value(v) or _in_weather(v)),
+    Frame("background", "[(get|have|put|place|show)] <img> (on|in front of|against) [(a|an)] {v} (background|backdrop)",
+          lambda v, **_: h_background(v)),
+    Frame("transform", "(~add|~apply|~give|~put) [(a|an|some)] (bokeh|blur|blurry|background blur) [(effect)] "
+          "(to|on|in) [the] (background|bg|backdrop)", const_local("blur")),
     Frame("background", "(~put|~set|~move|~place|~transport|~take|~send|~relocate|~bring|~drop|~teleport|"
           "~stick|~plop|~throw|~show) {xv}", lambda xv, **_: h_place_split(xv)),
     Frame("material", "(~build|~rebuild|~carve|~sculpt|~craft|~construct|~make|~cast|~mould|~mold|~forge|~redo|"
@@ -1361,7 +1447,7 @@ add_classes({"vbn": _PARTICIPLE,
 REWRITES: tuple[Rewrite, ...] = (
     Rewrite("has no", "{x} {m:modal} have no {y}", "{x} without {y}"),
     Rewrite("has not", "{x} (shouldn't|should not|mustn't|must not|can't|cannot|won't|doesn't|does not|"
-            "don't|do not) (have|contain|show|include) {y}", "{x} without {dy}"),
+            "don't|do not) (have|contain|show|include|be wearing|wear|be holding|hold) {y}", "{x} without {dy}"),
     Rewrite("has", "{x} {m:modal} have {y}", "{x} with {y}"),
     Rewrite("where it is", "{y} {m:modal} be where {x} (is|was|are|were|used to be)", "{y} where {x} is"),
     Rewrite("but it is", "{x} but (it's|it is|they're|they are|as|make it|turned into) {y}", "turn {x} into {y}"),
@@ -1374,6 +1460,18 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("the sun is", "[(make|have|get) <img> (look|seem) (like|as if|as though)] the sun (is|was) (rising|coming up)",
             "make it sunrise"),
     Rewrite("see", "see {y}", "{y}"),
+    Rewrite("but with", "{x}, but with {y}", "{x} with {y}"),
+    Rewrite("by doing", "{c} by {p:ing} {rest}", "{p} {rest}"),
+    Rewrite("until", "{c} until {rest}", "{c}"),
+    Rewrite("what would", "[(what|how)] would {x} look [like] (with|in) {y}", "give {x} {y}"),
+    Rewrite("what would", "[(what|how)] would {x} look [like] {v}", "make {x} look {v}"),
+    Rewrite("version of", "[(a|an|the)] {v} version of {x}", "make {x} {v}"),
+    Rewrite("look better with", "(he'd|he would) look (better|nicer|good|great|cool) (with|in) {y}", "give him {y}"),
+    Rewrite("look better with", "(she'd|she would) look (better|nicer|good|great|cool) (with|in) {y}", "give her {y}"),
+    Rewrite("look better with", "(it'd|it would|this would) look (better|nicer|good|great|cool) (with|in) {y}", "give it {y}"),
+    Rewrite("he does", "he {v}", "make him {v}"),
+    Rewrite("she does", "she {v}", "make her {v}"),
+    Rewrite("show", "show {xv}", "make {xv}"),
     Rewrite("show as", "(show|picture|imagine|depict) {x} as {y}", "turn {x} into {y}"),
     Rewrite("it should be instead", "(it|this|that) {m:modal} be {y} (instead of|rather than|in place of) {x}",
             "replace {x} with {y}"),
@@ -1413,7 +1511,6 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("look like", "(make|have|get) <img> (look|seem|appear) (like|as if|as though) {x} <be> {v}",
             "make {x} {v}"),
     Rewrite("instead", "{c} instead", "{c}"),
-    Rewrite("instead of", "{c} (instead of|rather than) {x}", "{c}"),
     Rewrite("deverbal noun", "[(do|apply|perform|add|give <img>)] [(a|an|some)] {x} {n:deverbal}", "{n} the {x}"),
     Rewrite("statement", "{x} {m:modal} [be] {v}", "make {x} {v}"),
     Rewrite("participle", "{m:make} {x} {p:vbn}", "{p} {x}"),
@@ -1429,6 +1526,7 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("as", "(as|like|in|into) {y}", "make it {y}"),
     # "… of the photo" (not "in front of it": "it" alone is the thing before)
     Rewrite("of the image", "{v} of (the|this|that|my|your|our|whole|entire) <img>", "{v}"),
+    Rewrite("instead of", "{c} (instead of|rather than) {x}", "{c}"),  # last: "X instead of Y" replaces first
 )
 add_classes({"make": r"(?:make|get|have|let|keep|leave|render)",
              "hasverb": r"(?:wear|have|hold|get|grow|smile|frown|laugh|cry|say|read|show)",
@@ -1495,6 +1593,9 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("text", "{p} with {v}", h_text),
     Frame("text", "{p}: {v}", lambda v, p, **_: h_text_colon(p, v)),
     Frame("text", "{p} (into|to) {v}", lambda v, p, **_: h_text(v, p) if v.startswith(("'", '"')) else None),
+    Frame("text", "{p} (text|caption|wording|lettering) (into|=|to) {v}", lambda v, p, **_: h_text(v, p, quoted=False)),
+    Frame("state", "{v}", lambda v, **_: _lit(None, v) or (Edit("state", target="scene", value=_LIT_STATES[v])
+                                                           if v in _LIT_STATES else None)),
     Frame("remove", "(no|without|minus|sans|lose|bye|bye bye) [more] [the] {x}", h_remove),
     Frame("remove", "{p} (without|with no|minus|sans|free of|but without|minus the) {x}", _caption_without),
     Frame("remove", "{x} (removed|gone|deleted|erased|taken out|got rid of|out)", h_remove),
@@ -1504,7 +1605,9 @@ CAPTIONS: tuple[Frame, ...] = (
     Frame("clothing", "{x} with {y}", _caption_with),
     Frame("transform", "[(a|an)] {d:flipadj} (flip|mirror|reflection) [of <img>]",
           lambda d, **_: h_flip("flip", d)),
-    Frame("rotate", "{amount} (degree|degrees|°) (rotation|turn|rotated) [{d}]",
+    Frame("rotate", "{amount} (degree|degrees|°|deg) {d} (rotation|turn)",
+          lambda amount, d, **_: h_rotate("rotate", f"{amount} degrees {d}")),
+    Frame("rotate", "{amount} (degree|degrees|°|deg) (rotation|turn|rotated) [{d}]",
           lambda amount, d=None, **_: h_rotate("rotate", f"{amount} degrees" + (f" {d}" if d else ""))),
     Frame("rotate", "(rotation|rotate) [by] {amount}", lambda amount, **_: h_rotate("rotate", amount)),
     Frame("transform", "{q:quality} {direction:updown}", lambda q, direction, **_: h_quality(

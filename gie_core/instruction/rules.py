@@ -256,6 +256,8 @@ def read_relaxed(text: str) -> list[Edit] | None:
         if not any(kind == "drop" for kind, _, _ in options) and (context.is_commentary(kept[i]) or
                                                                   context.is_aside(kept[i])):
             options.append(("drop", i, None))
+        if edits_first:  # the second pass: a piece that reads as an edit is one
+            options.sort(key=lambda o: o[0] != "edit")
         for kind, j, got in options:
             if kind == "edit":
                 rest = segment(j + 1, _referent(got) or ref, True, False)
@@ -276,8 +278,14 @@ def read_relaxed(text: str) -> list[Edit] | None:
                     break
         return memo[key]
 
+    edits_first = False
     got = segment(0, None, False, False)
     edits = [e for e in got or () if e is not None]
+    if not edits:  # every piece read as a comment ("he'd look better with long hair, can you?")
+        edits_first = True
+        memo.clear()
+        got = segment(0, None, False, False)
+        edits = [e for e in got or () if e is not None]
     return edits or None
 
 

@@ -6,7 +6,7 @@ import functools
 import re
 
 from .grammar import Edit
-from .lexicon import LEX, alternation, lemma, number_value, parts_of_speech, words_of
+from .lexicon import LEX, alternation, lemma, number_value, parts_of_speech, verb_lemma, words_of
 from .text import entity, is_image, valid_entity
 
 COLOURS = LEX["colours"]
@@ -116,6 +116,8 @@ def expression_value(v: str) -> str | None:
         return LEX["expression_verbs"][v]
     if v in LEX["expression_adjectives"]:
         return "angry" if v == "mad" else v
+    if " " not in v and verb_lemma(v) in LEX["expression_verbs"] and v.endswith("s"):
+        return LEX["expression_verbs"][verb_lemma(v)]  # "so he winks"
     if v in LEX["expression_nouns"]:
         return LEX["expression_nouns"][v]
     return None
@@ -155,6 +157,7 @@ def numeric_age(v: str, bare: bool = True) -> str | None:
     return f"{words_of(n)} years old" if n and 0 < n < 120 else None
 
 
+_GROWN = re.compile(r"^(?:grown|adult|full-grown|fully grown|grown-up|grown up|old|elderly|older) [a-z]+$")
 _AGAIN = re.compile(r"\s+(?:again|once more|now|once again)$")
 _AN_AGE = re.compile(r"^(?:an? |the |look like an? |like an? |into an? |be an? )")
 
@@ -163,7 +166,10 @@ def age_noun_value(v: str) -> str | None:
     """'a child' / 'kid' → 'a child', 'an old man' → 'older': what a person is turned into by age."""
     v = _AGAIN.sub("", strip_look(v.strip()))
     v = _AN_AGE.sub("", v)
-    return LEX["age_nouns"].get(v) or numeric_age(v, bare=False)  # "an 80-year-old"
+    got = LEX["age_nouns"].get(v) or numeric_age(v, bare=False)  # "an 80-year-old"
+    if got is None and _GROWN.match(v):
+        return "older"  # "a grown dog", "an adult cat"
+    return got
 
 
 _BE_HEAD = re.compile(r"^(?:be\s+)")
@@ -281,7 +287,11 @@ _STYLE_OF = re.compile(r"^(?:(?:the|an?) )?(?:style|manner|look|aesthetic|art st
 _WORK_BY = re.compile(r"^(?:an? |the )?(?:painting|drawing|picture|artwork|work|sketch|piece)s? "
                       r"(?:by|from|of) (.+)$")
 _STYLE_TAIL = re.compile(r"\s+(?:style|styled|aesthetic|look|version|filter|effect|vibe|vibes|"
-                         r"rendering|render|inspired|type)$")
+                         r"rendering|render|inspired|type|theme|themed|feel)$")
+# "pixel art from an old video game", "andy warhol style pop art": where a style comes from
+_STYLE_ORIGIN = re.compile(r"\s+(?:from|in|of) (?:an?|the) (?:old |classic |retro |vintage )?"
+                           r"(?:video game|game|movie|film|cartoon|comic|arcade game)s?$")
+_STYLE_NAMED = re.compile(r"^.+? style (?=\S)")
 _IMAGE_TAIL = re.compile(r"(?<=\S)\s+(?:photo|image|picture|photograph|pic|shot|still|movie|film|"
                          r"animation|frame|scene)$")
 # "painted in watercolour", "hand-sketched in pencil", "drawn by van gogh": the medium or artist.
@@ -307,6 +317,10 @@ def style_value(raw: str) -> str | None:
     v = _STYLE_SOURCE.sub("", v)
     v = _STYLE_STILL.sub("", v)
     v = _STYLE_COMPOUND.sub(r"\1", v)  # "pixar-style 3d animation"
+    v = _STYLE_ORIGIN.sub("", v)
+    rest = _STYLE_NAMED.sub("", v)
+    if rest != v and (rest in LEX["styles"] or rest in LEX["style_synonyms"]):
+        v = rest  # "andy warhol style pop art" is pop art
     v = _MADE_IN.sub("", v)
     explicit = False
     for _ in range(2):
