@@ -389,7 +389,7 @@ _INSTEAD = re.compile(r"^(.+?) (?:instead of|in place of|rather than) (.+)$")
 
 def h_add_or_instead(y: str) -> Edit | None:
     """'there should be a motorcycle (instead of the bicycle)'."""
-    m = re.match(r"^(.+?) (?:instead of|in place of|rather than) (.+)$", y)
+    m = _INSTEAD.match(y)
     return h_replace(m.group(2), m.group(1)) if m else h_add(y)
 
 

@@ -294,7 +294,6 @@ _STYLE_ORIGIN = re.compile(r"\s+(?:from|in|of) (?:an?|the) (?:old |classic |retr
 _STYLE_NAMED = re.compile(r"^.+? style (?=\S)")
 _IMAGE_TAIL = re.compile(r"(?<=\S)\s+(?:photo|image|picture|photograph|pic|shot|still|movie|film|"
                          r"animation|frame|scene)$")
-# "painted in watercolour", "hand-sketched in pencil", "drawn by van gogh": the medium or artist.
 _STYLE_PREP = re.compile(r"^(?:in|into|to|as|like|on)\s+")
 _STYLE_SOURCE = re.compile(r"^(?:(?:it's|it is|it was) )?(?:straight )?(?:out of|from) (?=an? |the )")
 _STYLE_STILL = re.compile(r"^(?:an? |the )?(?:still|frame|scene|shot|screenshot|screengrab) (?:from|of|out of) ")
@@ -304,6 +303,7 @@ _NOT_IN_STYLE = re.compile(r"\b(?:make|change|turn|add|remove|replace|apply|use|
                            r"filter|effect|render|redo|as|it|this|and|or|of|with|to|the|a|an|flip|"
                            r"rotate|zoom|crop|blur|sharpen|invert|horizontally|vertically|degrees)\b")
 _STYLE_CHARS = re.compile(r"[a-z0-9][a-z0-9' -]*")
+# "painted in watercolour", "hand-sketched in pencil", "drawn by van gogh": the medium or artist.
 _MADE_IN = re.compile(r"^(?:(?:it|this) (?:was |is |were )?)?(?:hand[- ])?(?:painted|drawn|sketched|done|"
                       r"rendered|created|made|illustrated|animated) (?:in|with|using|by|from) ")
 
