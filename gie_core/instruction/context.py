@@ -24,7 +24,8 @@ from __future__ import annotations
 import functools
 import re
 
-from .lexicon import LEX, alternation, lemma, parts_of_speech
+from .lexicon import LEX, alternation, lemma, parts_of_speech, verb_forms
+from .text import entity, valid_entity
 
 _DEGREE = r"(?:(?:way|far|much|a bit|a little|kind of|kinda|sort of|just|so|a tad|bit|still|now|" \
           r"really|pretty|rather|quite|very|a lot) )*"
@@ -120,10 +121,10 @@ _REPLACEMENT = {"it's": "{} is", "it is": "{} is", "they're": "{} are", "they ar
                 "its": "{}'s", "it": "{}", "them": "{}", "they": "{}"}
 
 
+@functools.lru_cache(maxsize=1)
 def _edit_words() -> frozenset[str]:
     """Words that start or carry an edit: every verb of the rules' verb tables (all inflections)
     and the value vocabularies (colours, materials, styles, seasons, weather, times)."""
-    from .lexicon import verb_forms
     verbs = {w.split()[0] for ws in LEX["verbs"].values() for w in ws}
     for table in ("state_verbs", "size_verbs", "age_verbs", "style_verbs", "weather_verbs", "expression_verbs"):
         verbs |= {w.split()[0] for w in LEX[table]}
@@ -136,21 +137,15 @@ def _edit_words() -> frozenset[str]:
     return frozenset(words) | frozenset("no without not don't dont never more less".split())
 
 
-_EDIT_WORDS: frozenset[str] | None = None
-
-
 @functools.lru_cache(maxsize=1 << 14)
 def is_aside(piece: str) -> bool:
     """A piece beside an edit that names no edit of its own: none of its words is an edit verb, a
     negation or a value word ('it blocks the view', 'my kids would love it', 'thanks so much').
     The relaxed reading may drop it, after every other reading of the piece has failed."""
-    global _EDIT_WORDS
-    if _EDIT_WORDS is None:
-        _EDIT_WORDS = _edit_words()
     words = re.findall(r"[a-z][a-z'-]*", piece)
-    if not words or len(words) > 12 or any(w in _EDIT_WORDS for w in words):
+    edit_words = _edit_words()  # built on first use: every inflection of every verb table
+    if not words or len(words) > 12 or any(w in edit_words for w in words):
         return False
-    from .text import entity, valid_entity
     return not valid_entity(entity(piece))  # "the dog, the cat, red": a thing named is no aside
 
 

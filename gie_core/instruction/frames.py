@@ -502,6 +502,7 @@ def h_place_in_setting(x: str, v: str, **_) -> Edit | None:
 
 _SETTING_VALUES = frozenset(LEX["settings"].values())
 _LOCATIVE_START = re.compile(r"^(?:on|in|at|to|into|onto|inside|underwater|under water|submerged)\b")
+# Without into/onto: after "make X" those name what X becomes ("make the car into a boat").
 _AT_PLACE = re.compile(r"^(?:on|in|at|to|inside|underwater|under water|submerged)\b")
 _DEFINITE = frozenset("the this that these those his her their its my him them it he she they".split())
 
@@ -1466,11 +1467,8 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite("what would", "[(what|how)] would {x} look [like] (with|in) {y}", "give {x} {y}"),
     Rewrite("what would", "[(what|how)] would {x} look [like] {v}", "make {x} look {v}"),
     Rewrite("version of", "[(a|an|the)] {v} version of {x}", "make {x} {v}"),
-    Rewrite("look better with", "(he'd|he would) look (better|nicer|good|great|cool) (with|in) {y}", "give him {y}"),
-    Rewrite("look better with", "(she'd|she would) look (better|nicer|good|great|cool) (with|in) {y}", "give her {y}"),
-    Rewrite("look better with", "(it'd|it would|this would) look (better|nicer|good|great|cool) (with|in) {y}", "give it {y}"),
-    Rewrite("he does", "he {v}", "make him {v}"),
-    Rewrite("she does", "she {v}", "make her {v}"),
+    Rewrite("look better with", "{s:subjectwould} look (better|nicer|good|great|cool) (with|in) {y}", "give {s} {y}"),
+    Rewrite("he does", "{s:subject} {v}", "make {s} {v}"),
     Rewrite("show", "show {xv}", "make {xv}"),
     Rewrite("show as", "(show|picture|imagine|depict) {x} as {y}", "turn {x} into {y}"),
     Rewrite("it should be instead", "(it|this|that) {m:modal} be {y} (instead of|rather than|in place of) {x}",
@@ -1530,6 +1528,8 @@ REWRITES: tuple[Rewrite, ...] = (
 )
 add_classes({"make": r"(?:make|get|have|let|keep|leave|render)",
              "hasverb": r"(?:wear|have|hold|get|grow|smile|frown|laugh|cry|say|read|show)",
+             "subject": r"(?:he|she)",
+             "subjectwould": r"(?:he|she|it|this)(?:'d| would)",
              "someone": r"(?:him|her|them|the (?:man|woman|boy|girl|baby|child|kid|person|guy|lady))",
              # "(would you mind) putting …": gerunds that are not also nouns ("building", "painting")
              "ing": alternation({g for ws in LEX["verbs"].values() for w in ws

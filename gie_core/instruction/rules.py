@@ -13,6 +13,7 @@ import re
 from . import context
 from .frames import CAPTIONS, FRAMES, REWRITES, Frame, normalise_edit
 from .grammar import Edit, definite
+from .keywords import read as read_keywords
 from .lexicon import LEX, verb_lemma
 from .patterns import compile_pattern, first_words, required_words
 from .text import clean, entity, is_image, pluralise, valid_entity  # noqa: F401  (clean, entity,
@@ -76,6 +77,9 @@ def _apply(frames: tuple[Frame, ...], c: str) -> Edit | None:
     return None
 
 
+_OBJECT_FORM = {"he": "him", "she": "her", "it": "it", "this": "it"}
+
+
 def _rewrite(template: str, slots: dict) -> str | None:
     """The rewritten clause, or ``None`` when its ``x`` slot is neither a thing nor the image
     (a rewrite never turns a word salad into a clause)."""
@@ -91,6 +95,8 @@ def _rewrite(template: str, slots: dict) -> str | None:
             v = re.sub(r"^(?:a|an|any|some) ", "", slots[name])
             slots = {**slots, "d" + name: v if re.match(r"^(?:the|this|that|these|those|his|her|their|its|my|"
                                                          r"him|them|it)\b", v) else "the " + v}
+    if "s" in slots:  # a subject pronoun as the object: "he'd look better with a beard" -> "give him …"
+        slots = {**slots, "s": _OBJECT_FORM[re.split(r"['\s]", slots["s"])[0]]}
     if "v" in slots:  # "make the car be red" -> "make the car red"
         slots = {**slots, "v": re.sub(r"^be\s+", "", slots["v"])}
     out = re.sub(r"\{(\w+)\}", lambda m: slots.get(m.group(1), ""), template)
@@ -314,7 +320,6 @@ def parse_text(text: str) -> list[Edit] | None:
     :func:`~gie_core.instruction.frames.normalise_edit`)."""
     edits = _parse_edits(text)
     if not edits:  # the last resort: one edit named by its keywords alone (see .keywords)
-        from .keywords import read as read_keywords
         c = clean(text)
         kw = read_keywords(c) if c else None
         edits = [kw] if kw is not None else None
